@@ -1,0 +1,106 @@
+"""Image <-> network inputs and targets. Each axis is scaled to [-1, 1] on its own."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from kancoin.errors import KancoinError
+from kancoin.spec import MAX_SIDE
+
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+def load_image(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """Read any image Pillow reads as uint8 (H, W, C), C = 3 (RGB) or 1 (grey).
+
+    Returns the pixels and a one-line notice when the image was converted (alpha dropped,
+    palette expanded, 16-bit reduced), else None.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise KancoinError(f"{path}: no such file")
+    if path.is_dir():
+        raise KancoinError(f"{path}: is a directory, not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise KancoinError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS or w > MAX_SIDE or h > MAX_SIDE:
+                raise KancoinError(
+                    f"{path}: image is {w}x{h}; the limit is {MAX_SIDE} per side and "
+                    f"{MAX_PIXELS} pixels"
+                )
+            if w == 0 or h == 0:
+                raise KancoinError(f"{path}: image has zero size ({w}x{h})")
+            img.load()
+    except KancoinError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise KancoinError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise KancoinError(f"{path}: cannot decode image ({e})") from None
+    return _to_uint8(img)
+
+
+def _to_uint8(img: Image.Image) -> tuple[np.ndarray, str | None]:
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy(), None
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8)[..., None].copy(), None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return grey[..., None], f"note: {mode} image reduced to 8-bit greyscale"
+    if mode == "LA" or (mode == "P" and _palette_is_grey(img) and "transparency" not in img.info):
+        note = "alpha channel dropped" if mode == "LA" else "palette expanded"
+        grey = np.asarray(img.convert("L"), dtype=np.uint8)[..., None].copy()
+        return grey, f"note: {mode} image converted to 8-bit greyscale ({note})"
+    note = "alpha channel dropped" if "A" in mode or "transparency" in img.info else "converted"
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return rgb, f"note: {mode} image converted to 8-bit RGB ({note})"
+
+
+def _palette_is_grey(img: Image.Image) -> bool:
+    pal = img.getpalette() or []
+    triples = [pal[i : i + 3] for i in range(0, len(pal), 3)]
+    return bool(triples) and all(r == g == b for r, g, b in triples)
+
+
+def coordinates(height: int, width: int) -> torch.Tensor:
+    """(H·W, 2) float32 (x, y) in row-major pixel order, each axis in [-1, 1]."""
+    ys = torch.linspace(-1.0, 1.0, height) if height > 1 else torch.zeros(1)
+    xs = torch.linspace(-1.0, 1.0, width) if width > 1 else torch.zeros(1)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).contiguous()
+
+
+def targets(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) -> float32 (H·W, C) in [0, 1]."""
+    h, w, c = pixels.shape
+    return torch.from_numpy(pixels.reshape(h * w, c).astype(np.float32) / 255.0)
+
+
+def to_pixels(values: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
+    """Network outputs (H·W, C) in [0, 1] -> uint8 (H, W, C), rounded to nearest."""
+    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
+    return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8).reshape(height, width, -1)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,33 @@
+"""Thread policy, chosen by measurement (README, "Speed").
+
+On small CPUs torch's default intra-op threading costs more than it gains on the tiny tensors
+of a KAN step (Adam on a few thousand numbers, the loss); the heavy work runs in our numba
+kernels, which split the batch into one chunk per thread. So for a KAN: torch 1 thread, numba
+all usable cores. A SIREN's work is torch GEMMs, so it gets torch threads = cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure(arch: str, threads: int | None = None) -> int:
+    """Set torch / numba thread counts for CPU work; returns the thread count used."""
+    n = threads or usable_cores()
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover
+        pass
+    torch.set_num_threads(1 if arch == "kan" else n)
+    return n
