@@ -32,11 +32,11 @@ BACKENDS = ("auto", "fused", "dense", "reference")
 
 
 def knot_vector(grid_size: int, spline_order: int, grid_range: tuple[float, float]) -> torch.Tensor:
-    """Extended uniform knots, shape (G + 2k + 1,)."""
+    """Extended uniform knots, float64, shape (G + 2k + 1,)."""
     lo, hi = grid_range
     h = (hi - lo) / grid_size
     steps = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float64)
-    return (steps * h + lo).to(torch.float32)
+    return steps * h + lo
 
 
 def bspline_basis_reference(

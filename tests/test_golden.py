@@ -1,0 +1,37 @@
+"""A golden .kc file whose decode is pinned.
+
+The decoder must turn tests/golden/tiny.kc into exactly tests/golden/tiny_decoded.png. If the
+format or the decoder changes on purpose, regenerate both with
+
+    KANCOIN_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+
+and say why in the commit. (Regeneration re-encodes a 24x32 crop of data/kodim23.png.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kancoin.decode import decode_bytes
+from kancoin.encode import EncodeOptions, encode_pixels
+from kancoin.grid import png_bytes
+
+from .conftest import crop
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_golden_decode_is_pinned() -> None:
+    kc, png = GOLDEN / "tiny.kc", GOLDEN / "tiny_decoded.png"
+    if os.environ.get("KANCOIN_REGEN_GOLDEN"):
+        res = encode_pixels(crop(24, 32), EncodeOptions(bpp=6.0, iters=200, device="cpu"))
+        kc.write_bytes(res.data)
+        png.write_bytes(png_bytes(res.decoded.pixels))
+    decoded = decode_bytes(kc.read_bytes())
+    expected = np.asarray(Image.open(png).convert("RGB"))
+    assert decoded.pixels.shape == (24, 32, 3)
+    assert np.array_equal(decoded.pixels, expected)

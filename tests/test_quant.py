@@ -1,0 +1,47 @@
+"""Uniform quantization: error bounds, searched range never worse than min/max."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kancoin.quant import _params, choose_params, dequantize, quantize, quantize_tensor
+
+
+@pytest.mark.parametrize("bits", [2, 4, 9, 12, 16])
+def test_error_within_half_step_on_unclipped_range(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    w = rng.normal(size=5000).astype(np.float32)
+    qp = _params(float(w.min()), float(w.max()), bits)
+    q = quantize(w, qp)
+    assert q.max() <= (1 << bits) - 1 and q.dtype == np.uint32
+    err = np.abs(dequantize(q, qp) - w)
+    assert err.max() <= qp.step / 2 * (1 + 1e-4) + 1e-7
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_searched_range_beats_min_max(bits: int) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(3, size=5000).astype(np.float32)  # heavy tails: clipping pays
+    minmax = _params(float(w.min()), float(w.max()), bits)
+    best = choose_params(w, bits)
+    err_minmax = np.mean((dequantize(quantize(w, minmax), minmax) - w) ** 2)
+    err_best = np.mean((dequantize(quantize(w, best), best) - w) ** 2)
+    assert err_best <= err_minmax
+    assert err_best < 0.8 * err_minmax
+
+
+def test_params_are_float32_exact_and_roundtrip() -> None:
+    w = np.linspace(-0.3, 0.7, 999, dtype=np.float32)
+    q, qp = quantize_tensor(w, 9)
+    assert np.float32(qp.lo) == qp.lo and np.float32(qp.step) == qp.step
+    assert np.array_equal(quantize(dequantize(q, qp), qp), q)  # dequantized values are fixed points
+
+
+def test_constant_tensor_and_bad_input() -> None:
+    q, qp = quantize_tensor(np.full(10, 0.25, np.float32), 9)
+    assert np.allclose(dequantize(q, qp), 0.25)
+    with pytest.raises(ValueError):
+        choose_params(np.array([1.0, np.nan]), 9)
+    with pytest.raises(ValueError):
+        choose_params(np.ones(3), 1)

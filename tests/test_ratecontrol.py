@@ -1,0 +1,60 @@
+"""Rate control: the chosen network's file never exceeds the budget, and fills it."""
+
+from __future__ import annotations
+
+import pytest
+
+from kancoin.bitstream import file_bytes
+from kancoin.errors import KancoinError
+from kancoin.ratecontrol import Overrides, budget_bytes, choose_kan, choose_siren
+from kancoin.spec import ModelSpec
+
+
+@pytest.mark.parametrize("size", [(512, 768), (768, 512), (100, 140), (1000, 1000)])
+@pytest.mark.parametrize("bpp", [0.05, 0.15, 0.3, 0.6, 1.2])
+@pytest.mark.parametrize("bits", [6, 9, 12])
+def test_kan_fits_and_fills(size, bpp, bits) -> None:
+    h, w = size
+    cap = budget_bytes(bpp, h, w)
+    try:
+        spec = choose_kan(h, w, 3, bpp, bits)
+    except KancoinError:
+        smallest = ModelSpec("kan", (2, 1, 1, 1, 3), grid_size=1)
+        assert file_bytes(smallest, bits) > cap  # impossible only when nothing fits
+        return
+    assert file_bytes(spec, bits) <= cap
+    bigger = ModelSpec("kan", spec.widths, grid_size=spec.grid_size + 1)
+    assert file_bytes(bigger, bits) > cap  # the grid fills the budget
+
+
+def test_default_at_0_3_bpp_is_three_hidden_layers_width_12_to_16() -> None:
+    spec = choose_kan(512, 768, 3, 0.3, 9)
+    assert len(spec.hidden) == 3 and 12 <= spec.hidden[0] <= 16
+    size = file_bytes(spec, 9)
+    assert 0.28 <= size * 8 / (512 * 768) <= 0.30
+
+
+def test_overrides_are_respected() -> None:
+    spec = choose_kan(512, 768, 3, 0.3, 9, Overrides(width=12, depth=2, spline_order=2))
+    assert spec.hidden == (12, 12) and spec.spline_order == 2
+    spec = choose_kan(512, 768, 3, 0.3, 9, Overrides(grid_size=10))
+    assert spec.grid_size == 10
+
+
+def test_siren_follows_coin() -> None:
+    spec = choose_siren(512, 768, 3, 0.3, 16)
+    assert len(spec.widths) == 11  # 10 layers: 9 sine + linear output
+    cap = budget_bytes(0.3, 512, 768)
+    assert file_bytes(spec, 16) <= cap
+    w = spec.hidden[0]
+    wider = ModelSpec("siren", (2, *([w + 1] * 9), 3))
+    assert file_bytes(wider, 16) > cap
+
+
+@pytest.mark.parametrize(
+    "bpp,bits,msg",
+    [(0.3, 1, "--bits"), (0.3, 17, "--bits"), (0.0, 9, "--bpp"), (0.0001, 9, "too small")],
+)
+def test_impossible_requests(bpp, bits, msg) -> None:
+    with pytest.raises(KancoinError, match=msg):
+        choose_kan(512, 768, 3, bpp, bits)
