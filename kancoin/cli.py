@@ -231,6 +231,11 @@ def info(
     _run(body)
 
 
+from kancoin import cli_eval as _cli_eval  # noqa: E402
+
+_cli_eval.register(app)
+
+
 def main() -> None:
     app()
 
