@@ -37,6 +37,7 @@ class EncodeOptions:
     device: str = "auto"
     threads: int | None = None
     overrides: Overrides = Overrides()
+    compile: str | None = None  # torch.compile mode for training ("reduce-overhead", ...)
 
     @property
     def resolved_bits(self) -> int:
@@ -127,7 +128,9 @@ def encode_pixels(
     torch.manual_seed(opts.seed)
     model = build_model(spec)
     lr = opts.lr if opts.lr is not None else DEFAULT_LR[opts.arch]
-    cfg = FitConfig(iters=opts.iters, batch_size=opts.batch_size, lr=lr, seed=opts.seed)
+    cfg = FitConfig(
+        iters=opts.iters, batch_size=opts.batch_size, lr=lr, seed=opts.seed, compile=opts.compile
+    )
     result = fit(model, pixels, cfg, device, progress)
     bits = opts.resolved_bits
     qtensors, qparams = [], []

@@ -1,0 +1,562 @@
+"""Speed and memory benchmark of the KAN codec against its baselines, in one process.
+
+    python scripts/bench_fit.py                    # all usable cores, CPU
+    python scripts/bench_fit.py --sweep-threads    # 1 and 2 threads
+    python scripts/bench_fit.py --device cuda      # time the steps on the GPU
+    python scripts/bench_fit.py --json             # one JSON object on stdout
+
+Measures, after warm-up, the median over several runs of:
+
+- ms per training step (forward + backward + Adam; batch of 10,000 random pixel coordinates of a
+  768x512 image in [-1, 1], MSE to random targets) for
+  ours       ``build_model(choose_kan(512, 768, 3, 0.3, 9))``, backend auto (fused numba on CPU),
+  reference  the same KAN with efficient-kan's Cox–de Boor dense basis (``backend="reference"``),
+  dense      the same KAN with the torch closed-form basis (``backend="dense"``),
+  siren      COIN's SIREN 10x28;
+- decode time of a 768x512 ``.kc`` file (untrained weights, 9 bits), through ``decode_bytes``;
+- peak RSS of an encode (50 iterations) and of a decode, each in its own subprocess
+  (``--peak encode|decode``, used internally).
+
+The thread policy ``kancoin.threads.configure`` is applied before each model: a KAN gets torch 1
+thread + numba N threads, a SIREN torch N threads. ``--baseline-policy torch`` gives the
+torch-only KAN backends (reference, dense) torch N threads instead (a fairer comparison for them).
+It also checks that the fused and reference KANs agree on the same weights (outputs, gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kancoin import threads
+from kancoin.bitstream import FileHeader, read_bytes, write_bytes
+from kancoin.decode import decode_bytes
+from kancoin.kan import KAN, KANLinear
+from kancoin.models import build_model, export_tensors
+from kancoin.quant import quantize_tensor
+from kancoin.ratecontrol import choose_kan
+from kancoin.siren import Siren
+
+HEIGHT, WIDTH, CHANNELS = 512, 768, 3
+BPP, BITS = 0.3, 9
+BATCH = 10_000
+SIREN_WIDTHS = (2,) + (28,) * 9 + (3,)
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = REPO / "data" / "kodim23.png"  # 768x512; random pixels if missing
+
+
+def kan_spec():
+    return choose_kan(HEIGHT, WIDTH, CHANNELS, BPP, BITS)
+
+
+def make_kan(backend: str) -> KAN:
+    s = kan_spec()
+    return KAN(s.widths, s.grid_size, s.spline_order, s.grid_range, backend=backend)
+
+
+# name -> (thread-policy arch, constructor)
+MODELS = {
+    "ours": ("kan", lambda: build_model(kan_spec())),
+    "reference": ("kan", lambda: make_kan("reference")),
+    "dense": ("kan", lambda: make_kan("dense")),
+    "siren": ("siren", lambda: Siren(SIREN_WIDTHS)),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict:
+    import numba
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "cpu": cpu_model(),
+        "usable_cores": threads.usable_cores(),
+    }
+
+
+def apply_policy(arch: str, n: int) -> dict:
+    """kancoin's thread policy; returns what it set."""
+    import numba
+
+    threads.configure(arch, n)
+    return {"torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads()}
+
+
+# --- training step -----------------------------------------------------------------------------
+
+
+def batches(device: torch.device, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """n (coords, targets) batches of random pixels of the 768x512 grid, coords in [-1, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        idx = torch.randint(0, HEIGHT * WIDTH, (BATCH,), generator=gen)
+        xs = (idx % WIDTH).float() / (WIDTH - 1) * 2 - 1
+        ys = (idx // WIDTH).float() / (HEIGHT - 1) * 2 - 1
+        coords = torch.stack([xs, ys], dim=1).contiguous()
+        target = torch.rand(BATCH, CHANNELS, generator=gen)
+        out.append((coords.to(device), target.to(device)))
+    return out
+
+
+def time_steps(
+    model: torch.nn.Module, device: torch.device, warmup: int, runs: int, steps_per_run: int
+) -> list[float]:
+    """ms per step (forward + backward + Adam) of each run, after warm-up."""
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = batches(device, 4)
+
+    def step(i: int) -> None:
+        x, y = data[i % len(data)]
+        loss = torch.mean((model(x) - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    times = []
+    for r in range(runs):
+        sync(device)
+        t0 = time.perf_counter()
+        for i in range(steps_per_run):
+            step(r * steps_per_run + i)
+        sync(device)
+        times.append(1000 * (time.perf_counter() - t0) / steps_per_run)
+    return times
+
+
+def bench_steps(names: list[str], n_threads: int, device: torch.device, args) -> dict:
+    out = {}
+    for name in names:
+        arch, make = MODELS[name]
+        if name in ("reference", "dense") and args.baseline_policy == "torch":
+            arch = "siren"  # torch N threads
+        policy = apply_policy(arch, n_threads)
+        torch.manual_seed(0)
+        model = make()
+        slow = name == "reference"
+        runs = args.ref_runs if slow else args.runs
+        steps = 1 if slow else args.steps
+        warmup = 1 if slow else args.warmup
+        times = time_steps(model, device, warmup, runs, steps)
+        backend = "siren"
+        if isinstance(model, KAN):
+            probe = torch.zeros(1, 2, device=device)
+            backend = model.layers[0].resolve_backend(probe)
+        out[name] = {
+            "ms": statistics.median(times),
+            "min_ms": min(times),
+            "runs": runs,
+            "steps_per_run": steps,
+            "backend": backend,
+            "params": sum(p.numel() for p in model.parameters()),
+            **policy,
+        }
+        del model
+    return out
+
+
+# --- equality -----------------------------------------------------------------------------------
+
+
+def _compare(make, state: dict, x: torch.Tensor, backend: str, dev: torch.device) -> dict:
+    """Max abs diff of outputs and max relative diff of the gradients of sum(out * g),
+    backend on dev against the reference on CPU, same weights and inputs."""
+
+    def run(b: str, d: torch.device):
+        m = make(b)
+        m.load_state_dict(state)
+        m.to(d)
+        xi = x.detach().clone().to(d).requires_grad_(True)
+        y = m(xi)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(d)
+        (y * gy).sum().backward()
+        grads = [p.grad.detach().cpu() for p in m.parameters()] + [xi.grad.detach().cpu()]
+        return y.detach().cpu(), grads
+
+    y_ref, g_ref = run("reference", torch.device("cpu"))
+    y, grads = run(backend, dev)
+    rel = max(
+        float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+        for a, b in zip(grads, g_ref, strict=True)
+    )
+    return {
+        "out_max_abs": float((y - y_ref).abs().max()),
+        "out_max_ref": float(y_ref.abs().max()),
+        "grad_max_rel": rel,
+    }
+
+
+def check_equal(device: torch.device) -> dict:
+    """Fused (and dense; on CUDA the auto backend) vs reference on the same weights: the whole
+    network at its initial weights and with O(1) spline coefficients, and one 14->14 layer."""
+    s = kan_spec()
+    x, _ = batches(torch.device("cpu"), 1, seed=1)[0]
+    x = torch.cat([x, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.999999, -0.999999]])])
+    torch.manual_seed(0)
+    init_state = make_kan("reference").state_dict()
+    big = make_kan("reference")
+    with torch.no_grad():  # trained-size coefficients: outputs O(1) rather than ~0.01
+        for layer in big.layers:
+            layer.spline_weight.normal_(0.0, 0.5)
+    big_state = big.state_dict()
+    width = s.widths[1]
+
+    def make_layer(backend: str) -> torch.nn.Module:
+        return KANLinear(width, width, s.grid_size, s.spline_order, s.grid_range, backend=backend)
+
+    layer_state = make_layer("reference").state_dict()
+    with torch.no_grad():
+        layer_state["spline_weight"].normal_(0.0, 0.5)
+    # hidden activations: inside the grid and a little outside it
+    xl = torch.rand(BATCH, width, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2
+    backends = [("fused", torch.device("cpu")), ("dense", torch.device("cpu"))]
+    if device.type == "cuda":
+        backends.append(("auto", device))
+    out = {}
+    for backend, dev in backends:
+        tag = f"{backend}@{dev.type}"
+        out[f"{tag} net init"] = _compare(make_kan, init_state, x, backend, dev)
+        out[f"{tag} net big-coef"] = _compare(make_kan, big_state, x, backend, dev)
+        out[f"{tag} layer {width}->{width}"] = _compare(make_layer, layer_state, xl, backend, dev)
+    return out
+
+
+# --- decode ------------------------------------------------------------------------------------
+
+
+def kc_bytes() -> bytes:
+    """A .kc file of the benchmark spec with untrained (quantized) weights."""
+    spec = kan_spec()
+    torch.manual_seed(0)
+    model = build_model(spec)
+    qtensors, qparams = [], []
+    for w in export_tensors(model, spec):
+        q, qp = quantize_tensor(w, BITS)
+        qtensors.append(q)
+        qparams.append(qp)
+    header = FileHeader(HEIGHT, WIDTH, BITS, spec, tuple(qparams))
+    return write_bytes(header, qtensors)
+
+
+def bench_decode(n_threads: int, args) -> dict:
+    policy = apply_policy("kan", n_threads)
+    data = kc_bytes()
+    for _ in range(args.warmup):
+        decode_bytes(data)
+    totals, parses = [], []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        read_bytes(data)
+        parses.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        decode_bytes(data)
+        totals.append(1000 * (time.perf_counter() - t0))
+    return {
+        "ms": statistics.median(totals),
+        "min_ms": min(totals),
+        "parse_ms": statistics.median(parses),
+        "file_bytes": len(data),
+        **policy,
+    }
+
+
+# --- peak memory (subprocess) ------------------------------------------------------------------
+
+
+def _proc_status_mib(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def rss_now_mib() -> float | None:
+    return _proc_status_mib("VmRSS")
+
+
+def peak_rss_mib() -> float:
+    """RSS high-water mark of this process. VmHWM (Linux) rather than getrusage's ru_maxrss:
+    Linux carries ru_maxrss across fork + exec, so a child would report its parent's peak."""
+    hwm = _proc_status_mib("VmHWM")
+    if hwm is not None:
+        return hwm
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def image_pixels() -> np.ndarray:
+    if IMAGE.exists():
+        from kancoin.grid import load_image
+
+        pixels, _ = load_image(IMAGE)
+        if pixels.shape == (HEIGHT, WIDTH, CHANNELS):
+            return pixels
+    return np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, CHANNELS), dtype=np.uint8)
+
+
+def peak_child(what: str, n_threads: int, device: str, kc_path: str | None) -> dict:
+    """Runs in its own process: the peak RSS of the whole process and of the work alone."""
+    from kancoin.encode import EncodeOptions, encode_pixels
+
+    if what == "encode":
+        inputs = image_pixels()
+    else:
+        assert kc_path is not None
+        inputs = Path(kc_path).read_bytes()
+        apply_policy("kan", n_threads)
+    startup_peak = peak_rss_mib()  # imports + inputs
+    before = rss_now_mib()
+    was_reset = reset_peak_rss()
+    t0 = time.perf_counter()
+    if what == "encode":
+        opts = EncodeOptions(bpp=BPP, bits=BITS, iters=50, device=device, threads=n_threads)
+        res = encode_pixels(inputs, opts)
+        extra = {"file_bytes": res.file_bytes, "psnr": res.psnr}
+    else:
+        decode_bytes(inputs)
+        extra = {"file_bytes": len(inputs)}
+    seconds = time.perf_counter() - t0
+    work_peak = peak_rss_mib()
+    out = {
+        "what": what,
+        "startup_peak_mib": startup_peak,
+        "rss_before_mib": before,
+        # with the reset, work_peak is the high-water mark during the work alone
+        "work_peak_mib": work_peak if was_reset else None,
+        "process_peak_mib": max(startup_peak, work_peak),
+        "seconds": seconds,
+        **extra,
+    }
+    if what == "encode" and device == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def bench_peak(n_threads: int, device: torch.device) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        kc = Path(tmp) / "bench.kc"
+        kc.write_bytes(kc_bytes())
+        for what in ("encode", "decode"):
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--peak",
+                what,
+                "--threads",
+                str(n_threads),
+                "--device",
+                device.type,
+                "--kc",
+                str(kc),
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                out[what] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                continue
+            out[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "-"
+
+
+def print_report(result: dict) -> None:
+    meta = result["meta"]
+    print(
+        f"kancoin bench_fit  device={meta['device']}  torch {meta['torch']}  "
+        f"numba {meta['numba']}  numpy {meta['numpy']}  python {meta['python']}"
+    )
+    print(
+        f"CPU: {meta['cpu']}  ({meta['usable_cores']} usable cores, "
+        f"load avg {meta['loadavg_1m']:.2f} at start)  "
+        f"spec: {meta['spec']}  ({meta['kan_params']} params)"
+    )
+    if "gpu" in meta:
+        print(f"GPU: {meta['gpu']}")
+    print(
+        f"step = forward + backward + Adam, batch {BATCH} of a {WIDTH}x{HEIGHT} grid; "
+        f"median of runs after warm-up; baseline policy: {meta['baseline_policy']}"
+    )
+    for block in result["threads"]:
+        n = block["threads"]
+        steps = block["steps"]
+        print()
+        print(f"== threads = {n}")
+        print(
+            f"{'model':<10} {'backend':<10} {'torch/numba thr':>15} {'ms/step':>9} "
+            f"{'min':>8} {'runs':>6}"
+        )
+        for name, r in steps.items():
+            thr = f"{r['torch_threads']}/{r['numba_threads']}"
+            runs = f"{r['runs']}x{r['steps_per_run']}"
+            print(
+                f"{name:<10} {r['backend']:<10} {thr:>15} {r['ms']:>9.2f} {r['min_ms']:>8.2f} "
+                f"{runs:>6}"
+            )
+        if "ours" in steps:
+            ours = steps["ours"]["ms"]
+            parts = [
+                f"ours/{k} = {ratio(ours, steps[k]['ms'])}  ({steps[k]['ms'] / ours:.1f}x)"
+                for k in ("reference", "siren", "dense")
+                if k in steps
+            ]
+            print("ratios (ms ours / ms other; speed-up in brackets): " + ";  ".join(parts))
+        if "decode" in block:
+            d = block["decode"]
+            print(
+                f"decode 768x512 (.kc {d['file_bytes']} B): {d['ms']:.1f} ms median "
+                f"(min {d['min_ms']:.1f}; of which parse {d['parse_ms']:.1f} ms), "
+                f"torch/numba thr {d['torch_threads']}/{d['numba_threads']}"
+            )
+        for what, p in block.get("peak", {}).items():
+            if "error" in p:
+                print(f"peak RSS {what}: failed: {p['error']}")
+                continue
+            line = f"peak RSS {what}: process {p['process_peak_mib']:.0f} MiB"
+            if p["work_peak_mib"] is not None and p["rss_before_mib"] is not None:
+                line += (
+                    f" (during the {what}: {p['work_peak_mib']:.0f} MiB, "
+                    f"+{p['work_peak_mib'] - p['rss_before_mib']:.0f} MiB over the "
+                    f"{p['rss_before_mib']:.0f} MiB after imports)"
+                )
+            line += f"; {p['seconds']:.1f} s"
+            if "cuda_peak_mib" in p:
+                line += f"; CUDA peak allocated {p['cuda_peak_mib']:.0f} MiB"
+            print(line)
+    eq = result.get("equality")
+    if eq:
+        print()
+        for k, v in eq.items():
+            print(
+                f"equality {k:<26}: max |out diff| = {v['out_max_abs']:.2e} "
+                f"(|out| max {v['out_max_ref']:.2f}); max rel grad diff = "
+                f"{v['grad_max_rel']:.2e}"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--threads", type=int, default=None, help="default: all usable cores")
+    ap.add_argument("--sweep-threads", action="store_true", help="run with 1 and 2 threads")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument(
+        "--models",
+        default="ours,reference,dense,siren",
+        help="comma-separated subset of " + ",".join(MODELS),
+    )
+    ap.add_argument("--runs", type=int, default=7, help="timed runs (median reported)")
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed run")
+    ap.add_argument("--warmup", type=int, default=3, help="warm-up steps / decodes")
+    ap.add_argument("--ref-runs", type=int, default=3, help="timed 1-step runs of the reference")
+    ap.add_argument(
+        "--baseline-policy",
+        default="kan",
+        choices=("kan", "torch"),
+        help="threads for the torch KAN backends: kan policy (torch 1 thread) or torch N threads",
+    )
+    ap.add_argument("--no-peak", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead")
+    ap.add_argument("--peak", choices=("encode", "decode"), help=argparse.SUPPRESS)
+    ap.add_argument("--kc", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.peak:
+        print(
+            json.dumps(
+                peak_child(args.peak, args.threads or threads.usable_cores(), args.device, args.kc)
+            )
+        )
+        return
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        sys.exit(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
+    counts = [1, 2] if args.sweep_threads else [args.threads or threads.usable_cores()]
+
+    spec = kan_spec()
+    meta = {
+        **versions(),
+        "device": str(device),
+        "spec": spec.describe(),
+        "kan_params": spec.n_params,
+        "baseline_policy": args.baseline_policy,
+        "batch": BATCH,
+        "image": f"{WIDTH}x{HEIGHT}",
+        "loadavg_1m": os.getloadavg()[0],
+    }
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
+    result: dict = {"meta": meta, "threads": []}
+    for n in counts:
+        block: dict = {"threads": n, "steps": bench_steps(names, n, device, args)}
+        if not args.no_decode:
+            block["decode"] = bench_decode(n, args)
+        if not args.no_peak:
+            block["peak"] = bench_peak(n, device)
+        result["threads"].append(block)
+    apply_policy("kan", counts[-1])
+    result["equality"] = check_equal(device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+
+
+if __name__ == "__main__":
+    main()
