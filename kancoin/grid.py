@@ -93,12 +93,6 @@ def targets(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.reshape(h * w, c).astype(np.float32) / 255.0)
 
 
-def to_pixels(values: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
-    """Network outputs (H·W, C) in [0, 1] -> uint8 (H, W, C), rounded to nearest."""
-    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
-    return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8).reshape(height, width, -1)
-
-
 def png_bytes(pixels: np.ndarray) -> bytes:
     img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     buf = io.BytesIO()

@@ -61,7 +61,7 @@ def render(
     chunk: int = 1 << 16,
 ) -> torch.Tensor:
     """Evaluate the network on the pixel grid in chunks (bounded memory): uint8 (H, W, C)
-    on ``device``, rounded exactly as ``grid.to_pixels`` does."""
+    on ``device``: outputs clamped to [0, 1], × 255, rounded half to even."""
     coords = coordinates(height, width)
     outs = []
     with torch.no_grad():
