@@ -5,10 +5,16 @@ Layout (big-endian, bit-packed, no alignment between fields):
     HEADER_FIELDS                       fixed header
     HIDDEN_WIDTH_FIELD × (n_layers-1)   widths of the hidden layers
     KAN_FIELDS | SIREN_FIELDS           architecture hyperparameters (by ``arch``)
-    TENSOR_FIELDS × n_tensors           quantization range of each stored tensor
-    payload                             n_params integers of ``bits`` bits, tensors in order
-    zero bits up to the next byte
+    TENSOR_FIELDS × n_tensors           bit depth and quantization range of each stored tensor
+    ENTROPY_FIELDS × n_tensors          (coding = 1 only) each tensor's entropy model
+    payload   coding 0 (fixed):  every tensor's integers, ``t_bits`` bits each, tensors in order,
+                                 then zero bits up to the next byte
+              coding 1 (range):  zero bits up to the next byte, then the range-coded stream
+                                 (``entropy``) up to the CRC
     CRC32 (32 bits)                     over all preceding bytes
+
+Format version 1 (read, never written) had no ``coding`` and no ``t_bits`` fields: fixed-width
+payload, every tensor at the header's ``bits``.
 
 Input (2) and output (channels) widths and the tensor list follow from the header
 (``ModelSpec.tensor_shapes``), so they are not stored.
@@ -24,12 +30,16 @@ from typing import Any
 import bitstring
 import numpy as np
 
+from kancoin import entropy
+from kancoin.entropy import EntropyModel
 from kancoin.errors import KancoinError
 from kancoin.quant import MAX_BITS, MIN_BITS, QuantParams
 from kancoin.spec import ARCHS, IN_FEATURES, MAX_SIDE, ModelSpec
 
 MAGIC = b"KANC"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
+CODINGS = ("fixed", "range")
 CRC_BITS = 32
 
 
@@ -66,12 +76,13 @@ class Field:
 
 HEADER_FIELDS = (
     Field("magic", "bytes:4", doc="b'KANC'"),
-    Field("version", "uint:8", VERSION, VERSION, doc="format version"),
+    Field("version", "uint:8", 1, VERSION, doc="format version"),
     Field("height", "uint:16", 1, MAX_SIDE, doc="image height H"),
     Field("width", "uint:16", 1, MAX_SIDE, doc="image width W"),
     Field("channels", "uint:2", choices=(1, 3), doc="1 (grey) or 3 (RGB)"),
     Field("arch", "uint:2", 0, len(ARCHS) - 1, doc="0 KAN, 1 SIREN"),
-    Field("bits", "uint:5", MIN_BITS, MAX_BITS, doc="bits per stored weight"),
+    Field("bits", "uint:5", MIN_BITS, MAX_BITS, doc="bits per weight requested (largest t_bits)"),
+    Field("coding", "uint:1", 0, 1, doc="payload coding: 0 fixed-width, 1 range-coded"),
     Field("n_layers", "uint:5", 1, 31, doc="number of layers"),
 )
 HIDDEN_WIDTH_FIELD = Field("hidden_width", "uint:12", 1, 4095, doc="one hidden layer's width")
@@ -86,9 +97,25 @@ SIREN_FIELDS = (
     Field("w0_initial", "floatbe:32", 1e-6, 1e6, doc="first-layer frequency"),
 )
 TENSOR_FIELDS = (
+    Field("t_bits", "uint:5", MIN_BITS, MAX_BITS, doc="bits of this tensor's integers"),
     Field("q_lo", "floatbe:32", -1e30, 1e30, doc="value of integer 0"),
     Field("q_step", "floatbe:32", 1e-38, 1e30, doc="quantization step"),
 )
+ENTROPY_FIELDS = (
+    Field("e_model", "uint:1", 0, 1, doc="0 quantized Gaussian, 1 quantized Laplace"),
+    Field("e_mean", "floatbe:16", -65504, 65504, doc="model mean, in integer units"),
+    Field("e_scale", "floatbe:16", 1e-3, 65504, doc="std (Gaussian) or scale (Laplace)"),
+)
+
+
+def _header_fields(version: int) -> tuple[Field, ...]:
+    if version == 1:
+        return tuple(f for f in HEADER_FIELDS if f.name != "coding")
+    return HEADER_FIELDS
+
+
+def _tensor_fields(version: int) -> tuple[Field, ...]:
+    return TENSOR_FIELDS[1:] if version == 1 else TENSOR_FIELDS
 
 
 @dataclass(frozen=True)
@@ -99,34 +126,65 @@ class FileHeader:
     width: int
     bits: int
     spec: ModelSpec
-    qparams: tuple[QuantParams, ...]
+    qparams: tuple[QuantParams, ...]  # per tensor: range and bits
+    coding: int = 0  # index into CODINGS
+    emodels: tuple[EntropyModel, ...] = ()  # per tensor, coding 1 only
+    version: int = VERSION
 
     @property
     def channels(self) -> int:
         return self.spec.channels
+
+    @property
+    def tensor_bits(self) -> list[int]:
+        return [qp.bits for qp in self.qparams]
 
 
 def _arch_fields(arch: str) -> tuple[Field, ...]:
     return KAN_FIELDS if arch == "kan" else SIREN_FIELDS
 
 
-def _sections(spec: ModelSpec) -> list[Field]:
-    """Every field in file order for this architecture."""
+def _sections(spec: ModelSpec, coding: int = 0, version: int = VERSION) -> list[Field]:
+    """Every header field in file order for this architecture and coding."""
     n_layers = len(spec.widths) - 1
-    fields = list(HEADER_FIELDS) + [HIDDEN_WIDTH_FIELD] * (n_layers - 1)
+    fields = list(_header_fields(version)) + [HIDDEN_WIDTH_FIELD] * (n_layers - 1)
     fields += list(_arch_fields(spec.arch))
-    fields += list(TENSOR_FIELDS) * len(spec.tensor_shapes())
+    n_tensors = len(spec.tensor_shapes())
+    fields += list(_tensor_fields(version)) * n_tensors
+    if coding == 1:
+        fields += list(ENTROPY_FIELDS) * n_tensors
     return fields
 
 
-def header_bits(spec: ModelSpec) -> int:
-    return sum(f.nbits for f in _sections(spec))
+def header_bits(spec: ModelSpec, coding: int = 0, version: int = VERSION) -> int:
+    return sum(f.nbits for f in _sections(spec, coding, version))
 
 
-def file_bytes(spec: ModelSpec, bits: int) -> int:
-    """Exact size of the file for this architecture and bit depth."""
-    body = header_bits(spec) + spec.n_params * bits
+def file_bytes(
+    spec: ModelSpec,
+    bits: int | list[int],
+    coding: int = 0,
+    payload_bytes: int | None = None,
+    version: int = VERSION,
+) -> int:
+    """Exact size of the file: fixed coding from the bit depths (one, or one per tensor);
+    range coding from the coded stream's length ``payload_bytes``."""
+    if coding == 1:
+        if payload_bytes is None:
+            raise ValueError("range coding: the size depends on the coded payload")
+        return (header_bits(spec, 1) + 7) // 8 + payload_bytes + CRC_BITS // 8
+    sizes = [math.prod(shape) for _, shape in spec.tensor_shapes()]
+    per_tensor = [bits] * len(sizes) if isinstance(bits, int) else list(bits)
+    payload = sum(n * b for n, b in zip(sizes, per_tensor, strict=True))
+    body = header_bits(spec, 0, version) + payload
     return (body + 7) // 8 + CRC_BITS // 8
+
+
+def estimated_file_bytes(spec: ModelSpec, bits_per_weight: float, coding: int) -> int:
+    """Size for rate control: exact for fixed coding, an estimate for range coding."""
+    if coding == 0:
+        return file_bytes(spec, int(bits_per_weight))
+    return file_bytes(spec, 0, 1, payload_bytes=math.ceil(spec.n_params * bits_per_weight / 8))
 
 
 def _values(h: FileHeader) -> list[Any]:
@@ -139,6 +197,7 @@ def _values(h: FileHeader) -> list[Any]:
         spec.channels,
         ARCHS.index(spec.arch),
         h.bits,
+        h.coding,
         len(spec.widths) - 1,
     ]
     vals += list(spec.hidden)
@@ -147,7 +206,10 @@ def _values(h: FileHeader) -> list[Any]:
     else:
         vals += [spec.w0, spec.w0_initial]
     for qp in h.qparams:
-        vals += [qp.lo, qp.step]
+        vals += [qp.bits, qp.lo, qp.step]
+    if h.coding == 1:
+        for m in h.emodels:
+            vals += [m.kind, m.mean, m.scale]
     return vals
 
 
@@ -169,21 +231,34 @@ def write_bytes(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
     shapes = spec.tensor_shapes()
     if len(qtensors) != len(shapes) or len(header.qparams) != len(shapes):
         raise ValueError("tensor count does not match the architecture")
-    fields = _sections(spec)
+    if header.coding == 1 and len(header.emodels) != len(shapes):
+        raise ValueError("range coding needs one entropy model per tensor")
+    if header.version != VERSION:
+        raise ValueError(f"only format version {VERSION} is written")
+    fields = _sections(spec, header.coding)
     values = _values(header)
-    for f, v in zip(fields, values):
+    for f, v in zip(fields, values, strict=True):
         f.check(v)
+    if max(header.tensor_bits) > header.bits:
+        raise ValueError("a tensor has more bits than the header's bits")
     stream = bitstring.BitStream()
     stream.append(bitstring.pack(", ".join(f.fmt for f in fields), *values))
-    for q, (name, shape) in zip(qtensors, shapes):
-        if tuple(q.shape) != shape or (q.size and int(q.max()) >= 1 << header.bits):
+    for q, (name, shape), b in zip(qtensors, shapes, header.tensor_bits):
+        if tuple(q.shape) != shape or (q.size and int(q.max()) >= 1 << b):
             raise ValueError(f"tensor {name} has the wrong shape or range")
-    payload = np.concatenate([q.ravel() for q in qtensors])
-    stream.append(_pack_uints(payload, header.bits))
-    stream.append(bitstring.Bits((-stream.len) % 8))  # zero bits to the byte boundary
-    body = stream.tobytes()
+    if header.coding == 0:
+        for q, b in zip(qtensors, header.tensor_bits):
+            stream.append(_pack_uints(q.ravel(), b))
+        stream.append(bitstring.Bits((-stream.len) % 8))  # zero bits to the byte boundary
+        body = stream.tobytes()
+        payload_bytes = None
+    else:
+        stream.append(bitstring.Bits((-stream.len) % 8))
+        coded = entropy.encode(qtensors, header.tensor_bits, list(header.emodels))
+        body = stream.tobytes() + coded
+        payload_bytes = len(coded)
     data = body + zlib.crc32(body).to_bytes(4, "big")
-    assert len(data) == file_bytes(spec, header.bits)
+    assert len(data) == file_bytes(spec, header.tensor_bits, header.coding, payload_bytes)
     return data
 
 
@@ -206,10 +281,18 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
         _, version = reader.readlist("bytes:4, uint:8")
     except bitstring.ReadError:
         raise KancoinError("file is truncated (header incomplete)") from None
-    if version != VERSION:
-        raise KancoinError(f"unsupported format version {version} (this kancoin reads {VERSION})")
+    if version not in READ_VERSIONS:
+        raise KancoinError(
+            f"unsupported format version {version} (this kancoin reads "
+            f"{', '.join(map(str, READ_VERSIONS))})"
+        )
     reader.pos = 0
-    _, _, height, width, channels, arch_id, bits, n_layers = _read_fields(reader, HEADER_FIELDS)
+    head = _read_fields(reader, _header_fields(version))
+    if version == 1:
+        _, _, height, width, channels, arch_id, bits, n_layers = head
+        coding = 0
+    else:
+        _, _, height, width, channels, arch_id, bits, coding, n_layers = head
     hidden = tuple(_read_fields(reader, [HIDDEN_WIDTH_FIELD] * (n_layers - 1)))
     arch = ARCHS[arch_id]
     arch_vals = _read_fields(reader, _arch_fields(arch))
@@ -225,30 +308,54 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
         spec = ModelSpec("siren", widths, w0=arch_vals[0], w0_initial=arch_vals[1])
     qparams = []
     for _ in spec.tensor_shapes():
-        lo, step = _read_fields(reader, TENSOR_FIELDS)
-        qparams.append(QuantParams(lo, step, bits))
-    return FileHeader(height, width, bits, spec, tuple(qparams)), reader.pos
+        vals = _read_fields(reader, _tensor_fields(version))
+        t_bits, lo, step = (bits, *vals) if version == 1 else vals
+        if t_bits > bits:
+            raise KancoinError(f"field 't_bits' out of range: {t_bits} > bits {bits}")
+        qparams.append(QuantParams(lo, step, t_bits))
+    emodels = []
+    if coding == 1:
+        for _ in spec.tensor_shapes():
+            kind, mean, scale = _read_fields(reader, ENTROPY_FIELDS)
+            emodels.append(EntropyModel(kind, mean, scale))
+    header = FileHeader(
+        height, width, bits, spec, tuple(qparams), coding, tuple(emodels), version
+    )
+    return header, reader.pos
 
 
 def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
     """Parse, validate (size, CRC) and return the header and quantized tensors."""
     header, pos = read_header(data)
-    expected = file_bytes(header.spec, header.bits)
-    if len(data) < expected:
-        raise KancoinError(f"file is truncated: {len(data)} bytes, header says {expected}")
-    if len(data) > expected:
-        raise KancoinError(f"file has {len(data) - expected} unexpected trailing bytes")
+    spec = header.spec
+    if header.coding == 0:
+        expected = file_bytes(spec, header.tensor_bits, version=header.version)
+        if len(data) < expected:
+            raise KancoinError(f"file is truncated: {len(data)} bytes, header says {expected}")
+        if len(data) > expected:
+            raise KancoinError(f"file has {len(data) - expected} unexpected trailing bytes")
+    else:
+        start = (pos + 7) // 8
+        if len(data) < start + 4:
+            raise KancoinError("file is truncated (no payload)")
     body, crc = data[:-4], int.from_bytes(data[-4:], "big")
     if zlib.crc32(body) != crc:
         raise KancoinError("file is corrupt (CRC mismatch)")
-    n_params = header.spec.n_params
-    raw = bitstring.Bits(bytes=data, offset=pos, length=n_params * header.bits)
-    flat = _unpack_uints(raw, n_params, header.bits)
-    tensors, start = [], 0
-    for _, shape in header.spec.tensor_shapes():
-        size = math.prod(shape)
-        tensors.append(flat[start : start + size].reshape(shape))
-        start += size
+    sizes = [math.prod(shape) for _, shape in spec.tensor_shapes()]
+    if header.coding == 0:
+        flats, offset = [], pos
+        for n, b in zip(sizes, header.tensor_bits):
+            raw = bitstring.Bits(bytes=data, offset=offset, length=n * b)
+            flats.append(_unpack_uints(raw, n, b))
+            offset += n * b
+    else:
+        try:
+            flats = entropy.decode(body[start:], sizes, header.tensor_bits, list(header.emodels))
+        except KancoinError:
+            raise
+        except Exception as e:  # the CRC matched, so this is a bad file from a bad encoder
+            raise KancoinError(f"cannot decode the range-coded payload ({e})") from None
+    tensors = [f.reshape(shape) for f, (_, shape) in zip(flats, spec.tensor_shapes())]
     return header, tensors
 
 
@@ -271,7 +378,14 @@ def field_table_markdown() -> str:
     add("KAN", KAN_FIELDS)
     add("SIREN", SIREN_FIELDS)
     add("× tensors", TENSOR_FIELDS)
-    rows.append("| payload | weights | n_params × bits | 0 … 2^bits − 1 | tensors in order |")
-    rows.append("| end | padding | 0–7 | 0 | zero bits to a byte boundary |")
+    add("× tensors, coding 1", ENTROPY_FIELDS)
+    rows.append(
+        "| payload, coding 0 | weights | Σ size × t_bits | 0 … 2^t_bits − 1 | tensors in order, "
+        "then zero bits to a byte boundary |"
+    )
+    rows.append(
+        "| payload, coding 1 | stream | 8 × bytes | — | zero bits to a byte boundary, then the "
+        "range-coded stream (32-bit words, big-endian, trailing zero bytes dropped) |"
+    )
     rows.append("| end | `crc32` | 32 | — | CRC-32 of all preceding bytes |")
     return "\n".join(rows)

@@ -111,6 +111,12 @@ def encode(
     depth: Annotated[int | None, typer.Option(help="Number of hidden layers (override).")] = None,
     grid_size: Annotated[int | None, typer.Option(help="KAN grid intervals G (override).")] = None,
     spline_order: Annotated[int | None, typer.Option(help="B-spline order k (override).")] = None,
+    qat: Annotated[
+        float, typer.Option(help="Fraction of --iters spent on quantization-aware fine-tuning.")
+    ] = 0.1,
+    coding: Annotated[
+        str, typer.Option(help="Weights coding: range (entropy-coded) or fixed (bits each).")
+    ] = "range",
     force: Force = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -132,7 +138,7 @@ def encode(
         ov = Overrides(width=width, depth=depth, grid_size=grid_size, spline_order=spline_order)
         opts = EncodeOptions(
             bpp=bpp, bits=bits, arch=arch, iters=iters, batch_size=batch_size, lr=lr,
-            seed=seed, device=device, threads=threads, overrides=ov,
+            seed=seed, device=device, threads=threads, overrides=ov, qat=qat, coding=coding,
         )  # fmt: skip
         notice = None if quiet or json_out else (lambda m: _err(m))
         with _progress_bar(not quiet, f"encoding {image.name}") as progress:
@@ -144,7 +150,8 @@ def encode(
             typer.echo(
                 f"{image} -> {out}: {res.file_bytes} bytes, {res.bpp:.4f} bpp, "
                 f"PSNR {res.psnr:.2f} dB (float {res.float_psnr:.2f} dB)\n"
-                f"  {res.spec.describe()}, {res.spec.n_params} weights × {res.bits} bits; "
+                f"  {res.spec.describe()}, {res.spec.n_params} weights × {res.bits} bits "
+                f"({res.coding}, {res.payload_bpw:.2f} bits/weight coded); "
                 f"{res.steps} steps in {res.fit_seconds:.1f} s "
                 f"({1000 * res.fit_seconds / res.steps:.1f} ms/step) on {where}; "
                 f"total {res.encode_seconds:.1f} s"
@@ -192,7 +199,8 @@ def info(
     json_out: Json = False,
 ) -> None:
     """Show what is inside a .kc file: header fields, architecture, parameters, bits, bpp."""
-    from kancoin.bitstream import read_bytes
+    from kancoin.bitstream import CODINGS, file_bytes, read_bytes
+    from kancoin.entropy import MODEL_KINDS
     from kancoin.fileio import read_input
     from kancoin.metrics import bpp
 
@@ -200,8 +208,21 @@ def info(
         data = read_input(src, "kancoin file")
         header, _ = read_bytes(data)
         spec = header.spec
+        n_t = len(spec.tensor_shapes())
+        overhead = file_bytes(spec, [0] * n_t, header.coding, 0, header.version)
+        tensors = []
+        for i, ((n, s), qp) in enumerate(zip(spec.tensor_shapes(), header.qparams)):
+            t = {"name": n, "shape": list(s), "bits": qp.bits, "q_lo": qp.lo, "q_step": qp.step}
+            if header.coding == 1:
+                m = header.emodels[i]
+                t["model"] = {"kind": MODEL_KINDS[m.kind], "mean": m.mean, "scale": m.scale}
+            tensors.append(t)
         d = {
             "file": str(src),
+            "format_version": header.version,
+            "coding": CODINGS[header.coding],
+            "header_bytes": overhead,
+            "payload_bits_per_weight": 8 * (len(data) - overhead) / spec.n_params,
             "file_bytes": len(data),
             "height": header.height,
             "width": header.width,
@@ -211,22 +232,30 @@ def info(
             "bpp": bpp(len(data), header.height, header.width),
             "architecture": spec.describe(),
             **spec.as_dict(),
-            "tensors": [
-                {"name": n, "shape": list(s), "q_lo": qp.lo, "q_step": qp.step}
-                for (n, s), qp in zip(spec.tensor_shapes(), header.qparams)
-            ],
+            "tensors": tensors,
         }
         if json_out:
             typer.echo(json.dumps(d))
             return
-        typer.echo(f"{src}: kancoin file, {len(data)} bytes")
+        typer.echo(f"{src}: kancoin file (format {header.version}), {len(data)} bytes")
         typer.echo(f"  image        {header.width}x{header.height}, {header.channels} channel(s)")
         typer.echo(f"  network      {spec.describe()}")
-        typer.echo(f"  weights      {spec.n_params} × {header.bits} bits")
+        typer.echo(
+            f"  weights      {spec.n_params} × up to {header.bits} bits, {d['coding']} coding: "
+            f"{d['payload_bits_per_weight']:.3f} bits/weight"
+        )
+        typer.echo(f"  header       {overhead} bytes (with CRC)")
         typer.echo(f"  bpp          {d['bpp']:.4f} (whole file)")
         for t in d["tensors"]:
             shape = "×".join(str(x) for x in t["shape"])
-            typer.echo(f"  {t['name']:<24} {shape:<10} lo {t['q_lo']:+.5g} step {t['q_step']:.4g}")
+            line = (
+                f"  {t['name']:<24} {shape:<10} {t['bits']:>2} bits  "
+                f"lo {t['q_lo']:+.5g} step {t['q_step']:.4g}"
+            )
+            if "model" in t:
+                m = t["model"]
+                line += f"  {m['kind']}(mean {m['mean']:.4g}, scale {m['scale']:.4g})"
+            typer.echo(line)
 
     _run(body)
 

@@ -34,6 +34,10 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Weight bits [default: 9 KAN, 16 SIREN].")
         ] = None,
         iters: Annotated[int, typer.Option(help="Training steps per image.")] = 10_000,
+        coding: Annotated[str, typer.Option(help="Weights coding: range or fixed.")] = "range",
+        qat: Annotated[
+            float, typer.Option(help="Fraction of --iters spent on quantization-aware training.")
+        ] = 0.1,
         images: Annotated[
             str | None, typer.Option(help="Subset: names (kodim03,kodim23) or a count N.")
         ] = None,
@@ -53,7 +57,7 @@ def register(app: typer.Typer) -> None:
             report = run_eval(
                 images_dir, out, bpps=bpp or [0.3], archs=archs, codecs=codecs, bits=bits,
                 iters=iters, images=images, jobs=jobs, device=device, seed=seed,
-                progress=None if quiet or json_out else _err,
+                progress=None if quiet or json_out else _err, coding=coding, qat=qat,
             )  # fmt: skip
             if json_out:
                 typer.echo(

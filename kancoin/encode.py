@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kancoin import threads
-from kancoin.bitstream import FileHeader, write_bytes
+from kancoin import entropy, qat, threads
+from kancoin.bitstream import CODINGS, FileHeader, file_bytes, write_bytes
 from kancoin.decode import Decoded, decode_bytes
 from kancoin.errors import KancoinError
 from kancoin.fileio import check_output, write_atomic
@@ -18,11 +19,16 @@ from kancoin.fit import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR, FitConfig, Pro
 from kancoin.grid import load_image
 from kancoin.metrics import psnr
 from kancoin.models import build_model, export_tensors
-from kancoin.quant import quantize_tensor
-from kancoin.ratecontrol import Overrides, choose
+from kancoin.quant import QuantParams, choose_params, quantize, rescale
+from kancoin.ratecontrol import Overrides, budget_bytes, choose
 from kancoin.spec import ModelSpec
 
-DEFAULT_BITS = {"kan": 9, "siren": 16}
+DEFAULT_BITS = {"kan": 8, "siren": 16}
+# Range coding: bits per weight saved against fixed width, used to size the network before
+# training (measured on trained Kodak networks, README "Rate control"); the real coded size
+# decides the final bit depth.
+RANGE_SAVING = {"kan": 3.0, "siren": 0.4}
+RANGE_MARGIN = 0.01  # of the budget, kept free before the fine-tune for its drift
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,18 @@ class EncodeOptions:
     threads: int | None = None
     overrides: Overrides = Overrides()
     compile: str | None = None  # torch.compile mode for training ("reduce-overhead", ...)
+    qat: float = 0.1  # fraction of --iters spent on quantization-aware fine-tuning
+    coding: str = "range"  # payload coding: "range" (entropy-coded) or "fixed"
+
+    @property
+    def coding_id(self) -> int:
+        if self.coding not in CODINGS:
+            raise KancoinError(f"--coding must be one of {', '.join(CODINGS)}, got {self.coding!r}")
+        return CODINGS.index(self.coding)
+
+    @property
+    def qat_iters(self) -> int:
+        return int(round(self.iters * self.qat))
 
     @property
     def resolved_bits(self) -> int:
@@ -50,6 +68,7 @@ class EncodeResult:
     decoded: Decoded  # what `kancoin decode` produces from data
     psnr: float  # of decoded against the input
     float_psnr: float  # of the unquantized network (best checkpoint)
+    qat_psnr: float | None  # of the fake-quantized network at the end of QAT (None: no QAT)
     spec: ModelSpec
     bits: int
     steps: int
@@ -67,6 +86,17 @@ class EncodeResult:
     def bpp(self) -> float:
         return self.decoded.bpp
 
+    @property
+    def coding(self) -> str:
+        return CODINGS[self.decoded.header.coding]
+
+    @property
+    def payload_bpw(self) -> float:
+        """Bits per weight of the payload (file minus header and CRC)."""
+        spec = self.spec
+        overhead = file_bytes(spec, [0] * len(spec.tensor_shapes()), self.decoded.header.coding, 0)
+        return 8 * (self.file_bytes - overhead) / spec.n_params
+
     def as_dict(self) -> dict:
         h = self.decoded.header
         return {
@@ -78,9 +108,12 @@ class EncodeResult:
             "channels": h.channels,
             "params": self.spec.n_params,
             "bits": self.bits,
+            "coding": self.coding,
+            "payload_bits_per_weight": round(self.payload_bpw, 4),
             "architecture": self.spec.describe(),
             **self.spec.as_dict(),
             "float_psnr": _finite(self.float_psnr),
+            "qat_psnr": None if self.qat_psnr is None else _finite(self.qat_psnr),
             "steps": self.steps,
             "best_step": self.best_step,
             "fit_seconds": round(self.fit_seconds, 3),
@@ -110,17 +143,57 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
     h, w, c = pixels_shape
     if opts.iters < 1:
         raise KancoinError("--iters must be at least 1")
+    if not 0.0 <= opts.qat < 1.0:
+        raise KancoinError("--qat must be a fraction in [0, 1)")
     if opts.batch_size < 1:
         raise KancoinError("--batch-size must be at least 1")
     if opts.lr is not None and not opts.lr > 0:
         raise KancoinError("--lr must be positive")
-    return choose(opts.arch, h, w, c, opts.bpp, opts.resolved_bits, opts.overrides)
+    bits = opts.resolved_bits
+    bpw = bits if opts.coding_id == 0 else bits - RANGE_SAVING[opts.arch]
+    return choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
+
+
+def _ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]):
+    """Quantize the stored tensors with the given ranges: integer tensors."""
+    tensors = export_tensors(model, spec)
+    return [quantize(w, qp) for w, qp in zip(tensors, qparams, strict=True)]
+
+
+def _mse_ranges(model: torch.nn.Module, spec: ModelSpec, bits: int) -> list[QuantParams]:
+    return [choose_params(w, bits) for w in export_tensors(model, spec)]
+
+
+def _serialise(
+    pixels_shape: tuple[int, ...],
+    spec: ModelSpec,
+    bits: int,
+    coding: int,
+    qtensors: list[np.ndarray],
+    qparams: list,
+) -> bytes:
+    emodels = ()
+    if coding == 1:
+        emodels = tuple(entropy.choose_models(qtensors, [qp.bits for qp in qparams]))
+    header = FileHeader(
+        pixels_shape[0], pixels_shape[1], max(bits, *(qp.bits for qp in qparams)), spec,
+        tuple(qparams), coding, emodels,
+    )  # fmt: skip
+    return write_bytes(header, qtensors)
 
 
 def encode_pixels(
     pixels: np.ndarray, opts: EncodeOptions, progress: ProgressFn | None = None
 ) -> EncodeResult:
-    """Fit, quantize and serialise; the reported PSNR is measured by decoding the bytes."""
+    """Fit, quantize and serialise; the reported PSNR is measured by decoding the bytes.
+
+    Fixed coding: every tensor at ``bits`` bits, ranges searched for the least squared error.
+    Range coding: the architecture is sized with an estimated coded bits per weight; after the
+    float fit, every tensor's step is scaled by one common factor (bit depths follow) so that
+    the coded file just fits the budget, with a small margin for the quantization-aware
+    fine-tune's drift; should the final file still be over, the factor grows until it fits.
+    The file is never over budget.
+    """
     t0 = time.perf_counter()
     spec = plan(pixels.shape, opts)
     device = resolve_device(opts.device)
@@ -128,28 +201,68 @@ def encode_pixels(
     torch.manual_seed(opts.seed)
     model = build_model(spec)
     lr = opts.lr if opts.lr is not None else DEFAULT_LR[opts.arch]
-    cfg = FitConfig(
-        iters=opts.iters, batch_size=opts.batch_size, lr=lr, seed=opts.seed, compile=opts.compile
-    )
-    result = fit(model, pixels, cfg, device, progress)
     bits = opts.resolved_bits
-    qtensors, qparams = [], []
-    for w in export_tensors(model, spec):
-        q, qp = quantize_tensor(w, bits)
-        qtensors.append(q)
-        qparams.append(qp)
-    header = FileHeader(pixels.shape[0], pixels.shape[1], bits, spec, tuple(qparams))
-    data = write_bytes(header, qtensors)
+    coding = opts.coding_id
+    budget = budget_bytes(opts.bpp, pixels.shape[0], pixels.shape[1])
+
+    def serialise(qtensors, qparams) -> bytes:
+        return _serialise(pixels.shape, spec, bits, coding, qtensors, qparams)
+
+    def fill_budget(m: torch.nn.Module, margin: float) -> list[QuantParams]:
+        base = _mse_ranges(m, spec, bits)
+        if coding == 0:
+            return base
+
+        def size(f: float) -> tuple[int, list[QuantParams]]:
+            qps = [rescale(qp, f) for qp in base]
+            return len(serialise(_ptq(m, spec, qps), qps)), qps
+
+        cap = budget * (1 - margin)
+        lo, hi = math.log(1 / 16), math.log(64)  # log of the step factor: finer .. coarser
+        n, best = size(math.exp(hi))
+        if n > cap:
+            raise KancoinError("the coded network does not fit the budget; raise --bpp")
+        for _ in range(14):  # bisection: the smallest factor (finest step) that fits
+            mid = (lo + hi) / 2
+            n, qps = size(math.exp(mid))
+            if n <= cap:
+                hi, best = mid, qps
+            else:
+                lo = mid
+        return best
+
+    cfg = FitConfig(
+        iters=opts.iters - opts.qat_iters,
+        batch_size=opts.batch_size,
+        lr=lr,
+        seed=opts.seed,
+        compile=opts.compile,
+        qat_iters=opts.qat_iters,
+    )
+    fill = lambda m: fill_budget(m, RANGE_MARGIN)  # noqa: E731
+    result = fit(model, pixels, cfg, device, progress, spec=spec, qparams=fill)
+    if result.qparams is not None:
+        qparams = result.qparams
+        qtensors = qat.export_quantized(model, spec, qparams)
+        qat.detach(model, spec)
+    else:
+        qparams = fill_budget(model, 0.0)
+        qtensors = _ptq(model, spec, qparams)
+    data = serialise(qtensors, qparams)
+    if len(data) > budget:  # the fine-tune's drift exceeded the margin: requantize to fit
+        qparams = fill_budget(model, 0.0)
+        qtensors = _ptq(model, spec, qparams)
+        data = serialise(qtensors, qparams)
     decoded = decode_bytes(data)
-    budget = opts.bpp * pixels.shape[0] * pixels.shape[1]
-    assert len(data) * 8 <= budget + 1e-6, "rate control exceeded the budget"
+    assert len(data) <= budget, "rate control exceeded the budget"
     return EncodeResult(
         data=data,
         decoded=decoded,
         psnr=psnr(decoded.pixels, pixels),
         float_psnr=result.best_psnr,
+        qat_psnr=result.qat_psnr if qparams is result.qparams else None,
         spec=spec,
-        bits=bits,
+        bits=max(qp.bits for qp in qparams),
         steps=result.steps,
         best_step=result.best_step,
         fit_seconds=result.seconds,

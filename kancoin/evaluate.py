@@ -47,7 +47,8 @@ DECODED_IMAGES = ("kodim03", "kodim23")
 COMPARE_BPP = 0.3
 ROW_FIELDS = (
     "image", "height", "width", "setting", "codec", "arch", "architecture", "params", "bits",
-    "quality", "file_bytes", "bpp", "psnr", "mse", "float_psnr", "encode_s", "decode_s", "steps",
+    "quality", "coding", "payload_bits_per_weight", "file_bytes", "bpp", "psnr", "mse",
+    "float_psnr", "qat_psnr", "encode_s", "decode_s", "steps",
     "iters", "device", "threads", "seed", "target_bpp",
 )  # fmt: skip
 
@@ -78,6 +79,9 @@ class Setting:
     device: str | None = None  # resolved device type ("cpu"/"cuda"): results differ slightly
     batch_size: int | None = None
     lr: float | None = None
+    coding: str | None = None  # nets: "range" or "fixed"
+    qat: float | None = None  # nets: fraction of iters spent on quantization-aware training
+    encoder: str | None = None  # nets: kancoin version (rows of an older encoder are redone)
 
     @property
     def is_net(self) -> bool:
@@ -88,7 +92,10 @@ class Setting:
         """Setting without the rate: one curve in the summary."""
         if not self.is_net:
             return self.kind
-        return f"{self.kind}-{self.bits}bit-{self.iters}it-seed{self.seed}-{self.device}"
+        extra = ""
+        if (self.coding, self.qat) != ("range", 0.1):
+            extra = f"-{self.coding}-qat{self.qat:g}"
+        return f"{self.kind}-{self.bits}bit-{self.iters}it-seed{self.seed}-{self.device}{extra}"
 
     @property
     def slug(self) -> str:
@@ -98,7 +105,8 @@ class Setting:
         if self.is_net:
             label = "KAN" if self.kind == "kan" else "SIREN"
             return (
-                f"kancoin {label}, {self.bits}-bit weights, {self.iters} Adam steps, "
+                f"kancoin {self.encoder} {label}, up to {self.bits}-bit weights, {self.coding} "
+                f"coding, {self.iters} Adam steps ({self.qat:.0%} quantization-aware), "
                 f"batch {self.batch_size}, seed {self.seed}, {self.device}; whole-file bpp"
             )
         from kancoin.baselines import DESCRIPTION
@@ -110,7 +118,17 @@ class Setting:
 
 
 def make_settings(
-    bpps, archs, codecs, bits=None, iters=10_000, seed=0, device="auto", batch_size=None, lr=None
+    bpps,
+    archs,
+    codecs,
+    bits=None,
+    iters=10_000,
+    seed=0,
+    device="auto",
+    batch_size=None,
+    lr=None,
+    coding="range",
+    qat=0.1,
 ) -> list[Setting]:
     from kancoin.baselines import check_codecs
 
@@ -130,11 +148,19 @@ def make_settings(
         if iters < 1:
             raise KancoinError("--iters must be at least 1")
         dev = resolve_device(device).type
+        from kancoin import __version__
+
         for a in dict.fromkeys(archs):
-            rb = EncodeOptions(arch=a, bits=bits).resolved_bits
+            opts = EncodeOptions(arch=a, bits=bits, coding=coding, qat=qat)
+            opts.coding_id  # noqa: B018 - validates --coding
+            if not 0.0 <= qat < 1.0:
+                raise KancoinError("--qat must be a fraction in [0, 1)")
             for b in dict.fromkeys(bpps):
                 out.append(
-                    Setting(a, float(b), rb, iters, seed, dev, batch_size or DEFAULT_BATCH, lr)
+                    Setting(
+                        a, float(b), opts.resolved_bits, iters, seed, dev,
+                        batch_size or DEFAULT_BATCH, lr, coding, float(qat), __version__,
+                    )  # fmt: skip
                 )
     for c in dict.fromkeys(codecs):
         for b in dict.fromkeys(bpps):
@@ -199,7 +225,8 @@ def _run_one(
 
         opts = EncodeOptions(
             bpp=s.bpp, bits=s.bits, arch=s.kind, iters=s.iters, batch_size=s.batch_size,
-            lr=s.lr, seed=s.seed, device=s.device, threads=threads,
+            lr=s.lr, seed=s.seed, device=s.device, threads=threads, coding=s.coding,
+            qat=s.qat,
         )  # fmt: skip
         r = encode_pixels(pixels, opts)
         from kancoin.metrics import mse
@@ -207,6 +234,8 @@ def _run_one(
         row = {
             "codec": "kancoin", "arch": s.kind, "architecture": r.spec.describe(),
             "params": r.spec.n_params, "bits": r.bits, "quality": None,
+            "coding": r.coding, "payload_bits_per_weight": round(r.payload_bpw, 4),
+            "qat_psnr": _finite(r.qat_psnr) if r.qat_psnr is not None else None,
             "file_bytes": r.file_bytes, "bpp": r.bpp, "psnr": _finite(r.psnr),
             "mse": mse(r.decoded.pixels, pixels), "float_psnr": _finite(r.float_psnr),
             "encode_s": round(r.encode_seconds, 3), "decode_s": round(r.decoded.seconds, 3),
@@ -291,11 +320,15 @@ def run_eval(
     seed: int = 0,
     progress: ProgressFn | None = None,
     keep_decoded: tuple[str, ...] | None = None,
+    coding: str = "range",
+    qat: float = 0.1,
 ) -> EvalReport:
     """Evaluate every image × setting (see the module docstring); returns this run's rows."""
     if jobs < 1:
         raise KancoinError("--jobs must be at least 1")
-    settings = make_settings(bpps, archs, codecs, bits, iters, seed, device)
+    settings = make_settings(
+        bpps, archs, codecs, bits, iters, seed, device, coding=coding, qat=qat
+    )
     paths = list_images(images_dir, images)
     out = Path(out_dir)
     try:

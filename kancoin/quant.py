@@ -80,3 +80,19 @@ def choose_params(w: np.ndarray, bits: int) -> QuantParams:
 def quantize_tensor(w: np.ndarray, bits: int) -> tuple[np.ndarray, QuantParams]:
     qp = choose_params(w, bits)
     return quantize(w, qp), qp
+
+
+def rescale(qp: QuantParams, factor: float) -> QuantParams:
+    """The same range centre with a step ``factor`` times qp's, and just enough bits to span
+    qp's range (at most MAX_BITS, at least MIN_BITS). Used by range coding to trade precision
+    for size continuously: the entropy coder, not the bit depth, sets the cost of a finer step.
+    """
+    span = qp.step * (qp.levels - 1)
+    step = qp.step * factor
+    # levels - 1 >= span / step - 1: at most half a step clipped at each end
+    bits = min(MAX_BITS, max(MIN_BITS, int(np.ceil(np.log2(span / step - 1e-9)))))
+    levels = 1 << bits
+    centre = qp.lo + span / 2
+    step32 = np.float32(step)
+    lo32 = np.float32(centre - (levels - 1) / 2 * float(step32))
+    return QuantParams(float(lo32), float(step32), bits)

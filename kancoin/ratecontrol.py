@@ -1,14 +1,17 @@
 """Rate control: from a target bpp, pick the largest network whose whole file fits.
 
 The budget is bpp × H × W bits for the whole file (header, payload, padding, CRC); the size of a
-candidate is computed exactly by ``bitstream.file_bytes``, so the written file never exceeds it.
+candidate is computed exactly by ``bitstream.file_bytes`` for fixed-width coding, so the
+written file never exceeds it. With range coding the size depends on the trained weights: the
+network is sized with an estimated bits per weight (``bpw``) and the encoder then sets the bit
+depth from the real coded size (``encode``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kancoin.bitstream import file_bytes
+from kancoin.bitstream import estimated_file_bytes
 from kancoin.errors import KancoinError
 from kancoin.quant import MAX_BITS, MIN_BITS
 from kancoin.spec import IN_FEATURES, ModelSpec
@@ -47,24 +50,36 @@ def _kan(widths: tuple[int, ...], grid: int, order: int) -> ModelSpec:
     return ModelSpec("kan", widths, grid_size=grid, spline_order=order)
 
 
-def _largest_grid(hidden: tuple[int, ...], channels: int, order: int, bits: int, cap: int) -> int:
-    """Largest grid size with file_bytes <= cap (0 if even grid 1 does not fit)."""
+def _largest_grid(hidden: tuple[int, ...], channels: int, order: int, size, cap: int) -> int:
+    """Largest grid size with size(spec) <= cap (0 if even grid 1 does not fit)."""
     widths = (IN_FEATURES, *hidden, channels)
     lo, hi = 0, MAX_GRID
     while lo < hi:  # file size grows with the grid: bisect
         mid = (lo + hi + 1) // 2
-        if file_bytes(_kan(widths, mid, order), bits) <= cap:
+        if size(_kan(widths, mid, order)) <= cap:
             lo = mid
         else:
             hi = mid - 1
     return lo
 
 
+def _sizer(bits: int, coding: int, bpw: float | None):
+    return lambda spec: estimated_file_bytes(spec, bits if bpw is None else bpw, coding)
+
+
 def choose_kan(
-    height: int, width: int, channels: int, bpp: float, bits: int, ov: Overrides = Overrides()
+    height: int,
+    width: int,
+    channels: int,
+    bpp: float,
+    bits: int,
+    ov: Overrides = Overrides(),
+    coding: int = 0,
+    bpw: float | None = None,
 ) -> ModelSpec:
     """The KAN closest to the budget without going over."""
     check_request(bpp, bits)
+    size = _sizer(bits, coding, bpw)
     cap = budget_bytes(bpp, height, width)
     order = ov.spline_order or 3
     depths = [ov.depth] if ov.depth else [KAN_DEPTH]
@@ -79,10 +94,10 @@ def choose_kan(
                 hidden = (w,) * depth
                 if ov.grid_size:
                     spec = _kan((IN_FEATURES, *hidden, channels), ov.grid_size, order)
-                    if file_bytes(spec, bits) > cap:
+                    if size(spec) > cap:
                         continue
                 else:
-                    g = _largest_grid(hidden, channels, order, bits, cap)
+                    g = _largest_grid(hidden, channels, order, size, cap)
                     limit_ok = ov.width or KAN_MIN_GRID <= g <= KAN_MAX_GRID
                     if g < 1 or not limit_ok:
                         continue
@@ -101,10 +116,18 @@ def choose_kan(
 
 
 def choose_siren(
-    height: int, width: int, channels: int, bpp: float, bits: int, ov: Overrides = Overrides()
+    height: int,
+    width: int,
+    channels: int,
+    bpp: float,
+    bits: int,
+    ov: Overrides = Overrides(),
+    coding: int = 0,
+    bpw: float | None = None,
 ) -> ModelSpec:
     """COIN's rule: fixed depth (10 layers), the widest layers that fit."""
     check_request(bpp, bits)
+    size = _sizer(bits, coding, bpw)
     cap = budget_bytes(bpp, height, width)
     depth = ov.depth or SIREN_DEPTH
     if depth < 2:
@@ -112,7 +135,7 @@ def choose_siren(
     candidates = [ov.width] if ov.width else range(4095, 0, -1)
     for w in candidates:
         spec = ModelSpec("siren", (IN_FEATURES, *([w] * (depth - 1)), channels))
-        if file_bytes(spec, bits) <= cap:
+        if size(spec) <= cap:
             return spec
     raise KancoinError(_impossible(bpp, bits, height, width, cap))
 
@@ -125,10 +148,18 @@ def _impossible(bpp: float, bits: int, height: int, width: int, cap: int) -> str
 
 
 def choose(
-    arch: str, height: int, width: int, channels: int, bpp: float, bits: int, ov: Overrides
+    arch: str,
+    height: int,
+    width: int,
+    channels: int,
+    bpp: float,
+    bits: int,
+    ov: Overrides,
+    coding: int = 0,
+    bpw: float | None = None,
 ) -> ModelSpec:
     if arch == "kan":
-        return choose_kan(height, width, channels, bpp, bits, ov)
+        return choose_kan(height, width, channels, bpp, bits, ov, coding, bpw)
     if arch == "siren":
-        return choose_siren(height, width, channels, bpp, bits, ov)
+        return choose_siren(height, width, channels, bpp, bits, ov, coding, bpw)
     raise KancoinError(f"unknown --arch {arch!r} (kan or siren)")

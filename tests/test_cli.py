@@ -49,7 +49,8 @@ def test_encode_reports_the_file_it_wrote(encoded) -> None:
     size = out.stat().st_size
     assert rep["file_bytes"] == size
     assert rep["bpp"] == pytest.approx(8 * size / (40 * 56)) and rep["bpp"] <= 4.0
-    assert rep["bits"] == 9 and rep["arch"] == "kan" and rep["device"] == "cpu"
+    assert rep["arch"] == "kan" and rep["device"] == "cpu" and rep["coding"] == "range"
+    assert 2 <= rep["bits"] <= 16
     for key in ("psnr", "params", "architecture", "encode_seconds", "steps"):
         assert key in rep
     assert rep["psnr"] > 20  # it learned something
@@ -71,9 +72,22 @@ def test_info(encoded) -> None:
     proc = run("info", kc, "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert info["params"] == rep["params"] and info["bits"] == 9
+    assert info["params"] == rep["params"] and info["bits"] == rep["bits"]
+    assert info["coding"] == "range" and info["format_version"] == 2
     assert info["file_bytes"] == kc.stat().st_size and (info["width"], info["height"]) == (56, 40)
     assert "grid" in run("info", kc).stdout
+
+
+def test_fixed_coding_uses_exactly_the_requested_bits(tmp_path: Path) -> None:
+    img = tmp_path / "s.png"
+    Image.fromarray(crop(24, 32)).save(img)
+    out = tmp_path / "s.kc"
+    args = ("--bpp", "4", "--iters", "20", "--json", "--device", "cpu", "--coding", "fixed")
+    proc = run("encode", img, out, *args, "--bits", "7")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["bits"] == 7 and rep["coding"] == "fixed"
+    assert rep["payload_bits_per_weight"] == pytest.approx(7, abs=8 / rep["params"])
 
 
 def test_greyscale_stays_one_channel_and_rgba_is_converted(tmp_path: Path) -> None:

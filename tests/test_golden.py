@@ -1,11 +1,14 @@
-"""A golden .kc file whose decode is pinned.
+"""Golden .kc files whose decode is pinned.
 
-The decoder must turn tests/golden/tiny.kc into exactly tests/golden/tiny_decoded.png. If the
-format or the decoder changes on purpose, regenerate both with
+The decoder must turn tests/golden/tiny.kc (current format, range-coded, written by the default
+encoder) into exactly tests/golden/tiny_decoded.png. If the format or the decoder changes on
+purpose, regenerate both with
 
     KANCOIN_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
 
 and say why in the commit. (Regeneration re-encodes a 24x32 crop of data/kodim23.png.)
+tests/golden/tiny_v1.kc is a format-version-1 file (fixed-width payload) from kancoin 0.1; it is
+never regenerated: files users already have must keep decoding to the same pixels.
 """
 
 from __future__ import annotations
@@ -34,4 +37,12 @@ def test_golden_decode_is_pinned() -> None:
     decoded = decode_bytes(kc.read_bytes())
     expected = np.asarray(Image.open(png).convert("RGB"))
     assert decoded.pixels.shape == (24, 32, 3)
+    assert decoded.header.coding == 1
+    assert np.array_equal(decoded.pixels, expected)
+
+
+def test_version_1_file_still_decodes() -> None:
+    decoded = decode_bytes((GOLDEN / "tiny_v1.kc").read_bytes())
+    expected = np.asarray(Image.open(GOLDEN / "tiny_v1_decoded.png").convert("RGB"))
+    assert decoded.header.version == 1 and decoded.header.coding == 0
     assert np.array_equal(decoded.pixels, expected)

@@ -45,3 +45,20 @@ def test_constant_tensor_and_bad_input() -> None:
         choose_params(np.array([1.0, np.nan]), 9)
     with pytest.raises(ValueError):
         choose_params(np.ones(3), 1)
+
+
+def test_rescale_keeps_the_range_and_picks_enough_bits() -> None:
+    from kancoin.quant import rescale
+
+    w = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
+    qp = choose_params(w, 8)
+    assert rescale(qp, 1.0).bits == qp.bits and abs(rescale(qp, 1.0).lo - qp.lo) < 1e-6
+    span = qp.step * (qp.levels - 1)
+    for f in (0.25, 0.5, 0.9, 1.7, 3.0, 10.0):
+        r = rescale(qp, f)
+        assert r.step == pytest.approx(qp.step * f, rel=1e-6)
+        # covers the original range up to half a step at each end, with the fewest bits
+        assert r.step * r.levels >= span - 1e-6
+        assert r.bits == 2 or r.step * (r.levels // 2) < span
+        err = np.mean((dequantize(quantize(w, r), r) - w) ** 2)
+        assert err < r.step**2  # a sane quantizer (uniform error is step² / 12)
