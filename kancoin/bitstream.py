@@ -340,7 +340,9 @@ def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
             raise KancoinError("file is truncated (no payload)")
     body, crc = data[:-4], int.from_bytes(data[-4:], "big")
     if zlib.crc32(body) != crc:
-        raise KancoinError("file is corrupt (CRC mismatch)")
+        # a range-coded payload has no length field: a cut file shows up here
+        what = "corrupt" if header.coding == 0 else "truncated or corrupt"
+        raise KancoinError(f"file is {what} (CRC mismatch)")
     sizes = [math.prod(shape) for _, shape in spec.tensor_shapes()]
     if header.coding == 0:
         flats, offset = [], pos

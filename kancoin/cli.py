@@ -94,13 +94,19 @@ def encode(
     out: Annotated[Path, typer.Argument(help="Output .kc file.")],
     bpp: Annotated[float, typer.Option(help="Target bits per pixel for the whole file.")] = 0.3,
     bits: Annotated[
-        int | None, typer.Option(help="Bits per stored weight, 2-16 [default: 9 KAN, 16 SIREN].")
+        int | None,
+        typer.Option(help="Bits of the initial quantization range [default: 8 KAN, 16 SIREN]."),
     ] = None,
     arch: Annotated[str, typer.Option(help="Network: kan or siren.")] = "kan",
-    iters: Annotated[int, typer.Option(help="Training steps.")] = 10_000,
+    effort: Annotated[
+        str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")
+    ] = "default",
+    iters: Annotated[
+        int | None, typer.Option(help="Training steps [default: from --effort].")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Pixels per minibatch.")] = 10_000,
     lr: Annotated[
-        float | None, typer.Option(help="Adam learning rate [default: 1e-3 KAN, 2e-4 SIREN].")
+        float | None, typer.Option(help="Adam learning rate [default: 1e-2 KAN, 2e-4 SIREN].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible on CPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -122,7 +128,7 @@ def encode(
     json_out: Json = False,
 ) -> None:
     """Fit a network to IMAGE at a target bit rate and write it to OUT."""
-    from kancoin.encode import EncodeOptions, encode_file
+    from kancoin.encode import EncodeOptions, encode_file, iters_for
     from kancoin.ratecontrol import Overrides
 
     def body():
@@ -137,8 +143,9 @@ def encode(
                 raise KancoinError(f"{name} must be between {lo} and {hi}, got {v}")
         ov = Overrides(width=width, depth=depth, grid_size=grid_size, spline_order=spline_order)
         opts = EncodeOptions(
-            bpp=bpp, bits=bits, arch=arch, iters=iters, batch_size=batch_size, lr=lr,
-            seed=seed, device=device, threads=threads, overrides=ov, qat=qat, coding=coding,
+            bpp=bpp, bits=bits, arch=arch, iters=iters_for(effort, iters),
+            batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads,
+            overrides=ov, qat=qat, coding=coding,
         )  # fmt: skip
         notice = None if quiet or json_out else (lambda m: _err(m))
         with _progress_bar(not quiet, f"encoding {image.name}") as progress:

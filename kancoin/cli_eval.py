@@ -31,10 +31,18 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Baselines, comma list: jpeg,webp,jpeg2000,avif.")
         ] = None,
         bits: Annotated[
-            int | None, typer.Option(help="Weight bits [default: 9 KAN, 16 SIREN].")
+            int | None, typer.Option(help="Weight bits [default: 8 KAN, 16 SIREN].")
         ] = None,
-        iters: Annotated[int, typer.Option(help="Training steps per image.")] = 10_000,
+        effort: Annotated[
+            str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")
+        ] = "default",
+        iters: Annotated[
+            int | None, typer.Option(help="Training steps per image [default: from --effort].")
+        ] = None,
         coding: Annotated[str, typer.Option(help="Weights coding: range or fixed.")] = "range",
+        lr: Annotated[
+            float | None, typer.Option(help="Adam learning rate [default: per architecture].")
+        ] = None,
         qat: Annotated[
             float, typer.Option(help="Fraction of --iters spent on quantization-aware training.")
         ] = 0.1,
@@ -49,6 +57,7 @@ def register(app: typer.Typer) -> None:
         json_out: Json = False,
     ) -> None:
         """Evaluate on a folder of images (Kodak by default): PSNR/bpp per image and means."""
+        from kancoin.encode import iters_for
         from kancoin.evaluate import format_table, run_eval
 
         def body():
@@ -56,8 +65,8 @@ def register(app: typer.Typer) -> None:
             archs = arch if arch else ([] if codecs else ["kan"])
             report = run_eval(
                 images_dir, out, bpps=bpp or [0.3], archs=archs, codecs=codecs, bits=bits,
-                iters=iters, images=images, jobs=jobs, device=device, seed=seed,
-                progress=None if quiet or json_out else _err, coding=coding, qat=qat,
+                iters=iters_for(effort, iters), images=images, jobs=jobs, device=device, seed=seed,
+                progress=None if quiet or json_out else _err, coding=coding, qat=qat, lr=lr,
             )  # fmt: skip
             if json_out:
                 typer.echo(

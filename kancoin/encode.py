@@ -24,6 +24,15 @@ from kancoin.ratecontrol import Overrides, budget_bytes, choose
 from kancoin.spec import ModelSpec
 
 DEFAULT_BITS = {"kan": 8, "siren": 16}
+# --effort presets: training steps (README "Presets" has the time and PSNR of each).
+EFFORT_ITERS = {"fast": 3_000, "default": DEFAULT_ITERS, "best": 30_000}
+
+
+def iters_for(effort: str, iters: int | None) -> int:
+    """--iters if given, else the preset's steps."""
+    if effort not in EFFORT_ITERS:
+        raise KancoinError(f"--effort must be one of {', '.join(EFFORT_ITERS)}, got {effort!r}")
+    return iters if iters is not None else EFFORT_ITERS[effort]
 # Range coding: bits per weight saved against fixed width, used to size the network before
 # training (measured on trained Kodak networks, README "Rate control"); the real coded size
 # decides the final bit depth.
@@ -46,6 +55,7 @@ class EncodeOptions:
     compile: str | None = None  # torch.compile mode for training ("reduce-overhead", ...)
     qat: float = 0.1  # fraction of --iters spent on quantization-aware fine-tuning
     coding: str = "range"  # payload coding: "range" (entropy-coded) or "fixed"
+    qat_lr: float = 0.03  # peak learning rate of the fine-tune, as a fraction of lr
 
     @property
     def coding_id(self) -> int:
@@ -149,8 +159,10 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
         raise KancoinError("--batch-size must be at least 1")
     if opts.lr is not None and not opts.lr > 0:
         raise KancoinError("--lr must be positive")
+    if opts.arch not in RANGE_SAVING:
+        raise KancoinError(f"unknown --arch {opts.arch!r} (kan or siren)")
     bits = opts.resolved_bits
-    bpw = bits if opts.coding_id == 0 else bits - RANGE_SAVING[opts.arch]
+    bpw = bits if opts.coding_id == 0 else max(1.0, bits - RANGE_SAVING[opts.arch])
     return choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
 
 
@@ -238,6 +250,7 @@ def encode_pixels(
         seed=opts.seed,
         compile=opts.compile,
         qat_iters=opts.qat_iters,
+        qat_lr_frac=opts.qat_lr,
     )
     fill = lambda m: fill_budget(m, RANGE_MARGIN)  # noqa: E731
     result = fit(model, pixels, cfg, device, progress, spec=spec, qparams=fill)

@@ -93,8 +93,10 @@ class Setting:
         if not self.is_net:
             return self.kind
         extra = ""
-        if (self.coding, self.qat) != ("range", 0.1):
+        if (self.coding, self.qat) != ("range", 0.1):  # not the defaults: say so
             extra = f"-{self.coding}-qat{self.qat:g}"
+        if self.lr is not None:
+            extra += f"-lr{self.lr:g}"
         return f"{self.kind}-{self.bits}bit-{self.iters}it-seed{self.seed}-{self.device}{extra}"
 
     @property
@@ -322,12 +324,13 @@ def run_eval(
     keep_decoded: tuple[str, ...] | None = None,
     coding: str = "range",
     qat: float = 0.1,
+    lr: float | None = None,
 ) -> EvalReport:
     """Evaluate every image × setting (see the module docstring); returns this run's rows."""
     if jobs < 1:
         raise KancoinError("--jobs must be at least 1")
     settings = make_settings(
-        bpps, archs, codecs, bits, iters, seed, device, coding=coding, qat=qat
+        bpps, archs, codecs, bits, iters, seed, device, lr=lr, coding=coding, qat=qat
     )
     paths = list_images(images_dir, images)
     out = Path(out_dir)
