@@ -95,7 +95,7 @@ def encode(
     bpp: Annotated[float, typer.Option(help="Target bits per pixel for the whole file.")] = 0.3,
     bits: Annotated[
         int | None,
-        typer.Option(help="Bits of the initial quantization range [default: 8 KAN, 16 SIREN]."),
+        typer.Option(help="Quantization bits [default: KAN 8 range / 9 fixed, SIREN 16]."),
     ] = None,
     arch: Annotated[str, typer.Option(help="Network: kan or siren.")] = "kan",
     effort: Annotated[

@@ -19,11 +19,15 @@ from kancoin.fit import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR, FitConfig, Pro
 from kancoin.grid import load_image
 from kancoin.metrics import psnr
 from kancoin.models import build_model, export_tensors
-from kancoin.quant import QuantParams, choose_params, quantize, rescale
+from kancoin.quant import MAX_BITS, QuantParams, choose_params, quantize, rescale
 from kancoin.ratecontrol import Overrides, budget_bytes, choose
 from kancoin.spec import ModelSpec
 
-DEFAULT_BITS = {"kan": 8, "siren": 16}
+# Bits of the quantization range. Fixed coding: the paper's 9 for a KAN, COIN's 16 for a SIREN.
+# Range coding: the step is then scaled to fill the budget, so these only set where the search
+# starts and the architecture's size estimate (KAN measured best from 8).
+DEFAULT_BITS = {"kan": 9, "siren": 16}
+RANGE_DEFAULT_BITS = {"kan": 8, "siren": 16}
 # --effort presets: training steps (README "Presets" has the time and PSNR of each).
 EFFORT_ITERS = {"fast": 3_000, "default": DEFAULT_ITERS, "best": 30_000}
 
@@ -69,7 +73,10 @@ class EncodeOptions:
 
     @property
     def resolved_bits(self) -> int:
-        return self.bits if self.bits is not None else DEFAULT_BITS.get(self.arch, 9)
+        if self.bits is not None:
+            return self.bits
+        table = RANGE_DEFAULT_BITS if self.coding == "range" else DEFAULT_BITS
+        return table.get(self.arch, 9)
 
 
 @dataclass
@@ -230,7 +237,9 @@ def encode_pixels(
             return len(serialise(_ptq(m, spec, qps), qps)), qps
 
         cap = budget * (1 - margin)
-        lo, hi = math.log(1 / 16), math.log(64)  # log of the step factor: finer .. coarser
+        # log of the step factor, finer .. coarser; never finer than MAX_BITS can span (a
+        # capped bit depth would clip the range: smaller files, ruined weights)
+        lo, hi = math.log(max(1 / 16, 2.0 ** (bits - MAX_BITS))), math.log(64)
         n, best = size(math.exp(hi))
         if n > cap:
             raise KancoinError("the coded network does not fit the budget; raise --bpp")

@@ -89,6 +89,8 @@ def rescale(qp: QuantParams, factor: float) -> QuantParams:
     """
     span = qp.step * (qp.levels - 1)
     step = qp.step * factor
+    if span / step > (1 << MAX_BITS):
+        raise ValueError(f"step factor {factor:g} needs more than {MAX_BITS} bits")
     # levels - 1 >= span / step - 1: at most half a step clipped at each end
     bits = min(MAX_BITS, max(MIN_BITS, int(np.ceil(np.log2(span / step - 1e-9)))))
     levels = 1 << bits

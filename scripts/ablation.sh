@@ -7,14 +7,13 @@ OUT=${1:-results/ablation}
 IMAGES=${2:-kodim03,kodim23}
 ITERS=${3:-3000}
 common=(--images "$IMAGES" --bpp 0.3 --iters "$ITERS" --jobs 2 --device cpu --out "$OUT" --quiet)
-# KAN: 0.1 baseline = fixed 9-bit, no QAT, lr 1e-3
+# KAN: 0.1 baseline = fixed 9-bit, no QAT, lr 1e-3; then one change at a time; then all
 kancoin eval --arch kan --coding fixed --bits 9 --qat 0 --lr 1e-3 "${common[@]}"
-kancoin eval --arch kan --coding range --bits 9 --qat 0 --lr 1e-3 "${common[@]}"  # + range coding
+kancoin eval --arch kan --coding range --bits 8 --qat 0 --lr 1e-3 "${common[@]}"  # + range coding
 kancoin eval --arch kan --coding fixed --bits 9 --qat 0.1 --lr 1e-3 "${common[@]}"  # + QAT
-kancoin eval --arch kan --coding fixed --bits 9 --qat 0 --lr 8e-3 "${common[@]}"  # + lr
-kancoin eval --arch kan "${common[@]}"  # all (defaults: range, 8 bits, QAT 10 %, lr 8e-3)
-# SIREN (COIN): fp16-like 16-bit fixed, then range coding, then + QAT
+kancoin eval --arch kan --coding fixed --bits 9 --qat 0 --lr 1e-2 "${common[@]}"  # + lr
+kancoin eval --arch kan "${common[@]}"  # all (defaults: range, 8 bits, QAT 10 %, lr 1e-2)
+# SIREN (COIN): 16-bit fixed (COIN's fp16 size), then range coding + QAT (defaults)
 kancoin eval --arch siren --coding fixed --qat 0 "${common[@]}"
-kancoin eval --arch siren --coding range --qat 0 "${common[@]}"
 kancoin eval --arch siren "${common[@]}"
 python scripts/ablation_table.py "$OUT"

@@ -62,3 +62,12 @@ def test_rescale_keeps_the_range_and_picks_enough_bits() -> None:
         assert r.bits == 2 or r.step * (r.levels // 2) < span
         err = np.mean((dequantize(quantize(w, r), r) - w) ** 2)
         assert err < r.step**2  # a sane quantizer (uniform error is step² / 12)
+
+
+def test_rescale_refuses_a_step_that_would_clip_at_max_bits() -> None:
+    from kancoin.quant import MAX_BITS, rescale
+
+    qp = choose_params(np.random.default_rng(4).standard_normal(500).astype(np.float32), 16)
+    assert rescale(qp, 1.0).bits == MAX_BITS
+    with pytest.raises(ValueError):
+        rescale(qp, 0.5)
