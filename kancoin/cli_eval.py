@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from kancoin.errors import KancoinError
+
 
 def register(app: typer.Typer) -> None:
     from kancoin.cli import Json, Quiet, _err, _run
@@ -53,6 +55,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         out: Annotated[Path, typer.Option(help="Results folder (resumable).")] = Path("results"),
+        plots: Annotated[
+            bool, typer.Option(help="Also draw the figures into OUT/plots (needs matplotlib).")
+        ] = True,
         quiet: Quiet = False,
         json_out: Json = False,
     ) -> None:
@@ -68,6 +73,7 @@ def register(app: typer.Typer) -> None:
                 iters=iters_for(effort, iters), images=images, jobs=jobs, device=device, seed=seed,
                 progress=None if quiet or json_out else _err, coding=coding, qat=qat, lr=lr,
             )  # fmt: skip
+            figures = _figures(report.out_dir, (bpp or [0.3])[0]) if plots else []
             if json_out:
                 typer.echo(
                     json.dumps({
@@ -80,10 +86,21 @@ def register(app: typer.Typer) -> None:
                 typer.echo(format_table(report.rows))
                 typer.echo(
                     f"{report.computed} computed, {report.skipped} reused; "
-                    f"results in {report.out_dir}/ (results.csv, summary.json)"
+                    f"results in {report.out_dir}/ (results.csv, summary.json"
+                    + (", plots/)" if figures else ")")
                 )
 
         _run(body)
+
+    def _figures(out_dir: Path, bpp: float) -> list[Path]:
+        """RD, bars and crops of this folder; skipped with a note when matplotlib is missing."""
+        from kancoin.plots import make_all
+
+        try:
+            return make_all([out_dir], out_dir / "plots", bpp=bpp)
+        except KancoinError as e:
+            _err(f"note: no plots ({e})")
+            return []
 
     @app.command("plot")
     def plot_cmd(

@@ -144,6 +144,7 @@ def test_cli_eval_baseline_only(images_dir, tmp_path):
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout.strip().splitlines()[-1])
     assert d["computed"] == 4 and {r["codec"] for r in d["rows"]} == {"jpeg", "webp"}
+    assert (out / "plots" / "rd.png").is_file() and (out / "plots" / "bars_1bpp.svg").is_file()
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "mean" in res.stdout
     res = CliRunner().invoke(app, ["eval", str(images_dir), "--codec", "gif", "--out", str(out)])
