@@ -180,6 +180,12 @@ def file_bytes(
     return (body + 7) // 8 + CRC_BITS // 8
 
 
+def overhead_bytes(spec: ModelSpec, coding: int, version: int = VERSION) -> int:
+    """Bytes of a file that are not payload: header, alignment and CRC."""
+    n_tensors = len(spec.tensor_shapes())
+    return file_bytes(spec, [0] * n_tensors, coding, payload_bytes=0, version=version)
+
+
 def estimated_file_bytes(spec: ModelSpec, bits_per_weight: float, coding: int) -> int:
     """Size for rate control: exact for fixed coding, an estimate for range coding."""
     if coding == 0:
@@ -353,8 +359,6 @@ def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
     else:
         try:
             flats = entropy.decode(body[start:], sizes, header.tensor_bits, list(header.emodels))
-        except KancoinError:
-            raise
         except Exception as e:  # the CRC matched, so this is a bad file from a bad encoder
             raise KancoinError(f"cannot decode the range-coded payload ({e})") from None
     tensors = [f.reshape(shape) for f, (_, shape) in zip(flats, spec.tensor_shapes())]

@@ -86,6 +86,15 @@ def _run(fn):
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object with the result.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
+# shared by encode and eval
+Effort = Annotated[str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")]
+Iters = Annotated[int | None, typer.Option(help="Training steps [default: from --effort].")]
+Qat = Annotated[
+    float, typer.Option(help="Fraction of --iters spent on quantization-aware fine-tuning.")
+]
+Coding = Annotated[
+    str, typer.Option(help="Weights coding: range (entropy-coded) or fixed (bits each).")
+]
 
 
 @app.command()
@@ -98,12 +107,8 @@ def encode(
         typer.Option(help="Quantization bits [default: KAN 8 range / 9 fixed, SIREN 16]."),
     ] = None,
     arch: Annotated[str, typer.Option(help="Network: kan or siren.")] = "kan",
-    effort: Annotated[
-        str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")
-    ] = "default",
-    iters: Annotated[
-        int | None, typer.Option(help="Training steps [default: from --effort].")
-    ] = None,
+    effort: Effort = "default",
+    iters: Iters = None,
     batch_size: Annotated[int, typer.Option(help="Pixels per minibatch.")] = 10_000,
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate [default: 1e-2 KAN, 2e-4 SIREN].")
@@ -117,12 +122,8 @@ def encode(
     depth: Annotated[int | None, typer.Option(help="Number of hidden layers (override).")] = None,
     grid_size: Annotated[int | None, typer.Option(help="KAN grid intervals G (override).")] = None,
     spline_order: Annotated[int | None, typer.Option(help="B-spline order k (override).")] = None,
-    qat: Annotated[
-        float, typer.Option(help="Fraction of --iters spent on quantization-aware fine-tuning.")
-    ] = 0.1,
-    coding: Annotated[
-        str, typer.Option(help="Weights coding: range (entropy-coded) or fixed (bits each).")
-    ] = "range",
+    qat: Qat = 0.1,
+    coding: Coding = "range",
     force: Force = False,
     quiet: Quiet = False,
     json_out: Json = False,
@@ -206,7 +207,7 @@ def info(
     json_out: Json = False,
 ) -> None:
     """Show what is inside a .kc file: header fields, architecture, parameters, bits, bpp."""
-    from kancoin.bitstream import CODINGS, file_bytes, read_bytes
+    from kancoin.bitstream import CODINGS, overhead_bytes, read_bytes
     from kancoin.entropy import MODEL_KINDS
     from kancoin.fileio import read_input
     from kancoin.metrics import bpp
@@ -215,8 +216,7 @@ def info(
         data = read_input(src, "kancoin file")
         header, _ = read_bytes(data)
         spec = header.spec
-        n_t = len(spec.tensor_shapes())
-        overhead = file_bytes(spec, [0] * n_t, header.coding, 0, header.version)
+        overhead = overhead_bytes(spec, header.coding, header.version)
         tensors = []
         for i, ((n, s), qp) in enumerate(zip(spec.tensor_shapes(), header.qparams)):
             t = {"name": n, "shape": list(s), "bits": qp.bits, "q_lo": qp.lo, "q_step": qp.step}

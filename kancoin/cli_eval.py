@@ -10,7 +10,7 @@ from kancoin.errors import KancoinError
 
 
 def register(app: typer.Typer) -> None:
-    from kancoin.cli import Json, Quiet, _err, _run
+    from kancoin.cli import Coding, Effort, Iters, Json, Qat, Quiet, _err, _run
 
     @app.command("eval")
     def eval_cmd(
@@ -35,19 +35,13 @@ def register(app: typer.Typer) -> None:
         bits: Annotated[
             int | None, typer.Option(help="Weight bits [default: 8 KAN, 16 SIREN].")
         ] = None,
-        effort: Annotated[
-            str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")
-        ] = "default",
-        iters: Annotated[
-            int | None, typer.Option(help="Training steps per image [default: from --effort].")
-        ] = None,
-        coding: Annotated[str, typer.Option(help="Weights coding: range or fixed.")] = "range",
+        effort: Effort = "default",
+        iters: Iters = None,
+        coding: Coding = "range",
         lr: Annotated[
             float | None, typer.Option(help="Adam learning rate [default: per architecture].")
         ] = None,
-        qat: Annotated[
-            float, typer.Option(help="Fraction of --iters spent on quantization-aware training.")
-        ] = 0.1,
+        qat: Qat = 0.1,
         images: Annotated[
             str | None, typer.Option(help="Subset: names (kodim03,kodim23) or a count N.")
         ] = None,

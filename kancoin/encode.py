@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from kancoin import entropy, qat, threads
-from kancoin.bitstream import CODINGS, FileHeader, file_bytes, write_bytes
+from kancoin.bitstream import CODINGS, FileHeader, overhead_bytes, write_bytes
 from kancoin.decode import Decoded, decode_bytes
 from kancoin.errors import KancoinError
 from kancoin.fileio import check_output, write_atomic
@@ -30,6 +30,11 @@ DEFAULT_BITS = {"kan": 9, "siren": 16}
 RANGE_DEFAULT_BITS = {"kan": 8, "siren": 16}
 # --effort presets: training steps (README "Presets" has the time and PSNR of each).
 EFFORT_ITERS = {"fast": 3_000, "default": DEFAULT_ITERS, "best": 30_000}
+# Range coding: bits per weight saved against fixed width, used to size the network before
+# training (measured on trained Kodak networks, README "Rate control"); the real coded size
+# decides the final bit depth.
+RANGE_SAVING = {"kan": 3.0, "siren": 0.4}
+RANGE_MARGIN = 0.01  # of the budget, kept free before the fine-tune for its drift
 
 
 def iters_for(effort: str, iters: int | None) -> int:
@@ -37,11 +42,6 @@ def iters_for(effort: str, iters: int | None) -> int:
     if effort not in EFFORT_ITERS:
         raise KancoinError(f"--effort must be one of {', '.join(EFFORT_ITERS)}, got {effort!r}")
     return iters if iters is not None else EFFORT_ITERS[effort]
-# Range coding: bits per weight saved against fixed width, used to size the network before
-# training (measured on trained Kodak networks, README "Rate control"); the real coded size
-# decides the final bit depth.
-RANGE_SAVING = {"kan": 3.0, "siren": 0.4}
-RANGE_MARGIN = 0.01  # of the budget, kept free before the fine-tune for its drift
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,8 @@ class EncodeResult:
     @property
     def payload_bpw(self) -> float:
         """Bits per weight of the payload (file minus header and CRC)."""
-        spec = self.spec
-        overhead = file_bytes(spec, [0] * len(spec.tensor_shapes()), self.decoded.header.coding, 0)
-        return 8 * (self.file_bytes - overhead) / spec.n_params
+        overhead = overhead_bytes(self.spec, self.decoded.header.coding)
+        return 8 * (self.file_bytes - overhead) / self.spec.n_params
 
     def as_dict(self) -> dict:
         h = self.decoded.header

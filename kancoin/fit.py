@@ -49,7 +49,6 @@ class FitResult:
     # with a QAT phase: the ranges used, and the best PSNR of the quantized network
     qparams: list[QuantParams] | None = None
     qat_psnr: float | None = None
-    qat_best_step: int | None = None
 
 
 ProgressFn = Callable[[int, int, float], None]  # (step, total, best_psnr)
@@ -149,13 +148,13 @@ def fit(
             qparams = qparams(model)
         result.qparams = qat.attach(model, spec, qparams)
         qat_lr = cfg.lr * cfg.qat_lr_frac
-        q_psnr, q_step, q_state = train(
+        q_psnr, _, q_state = train(
             cfg.qat_iters, lambda i: _cosine(i, cfg.qat_iters, qat_lr, 0.0),
             offset=cfg.iters,
             eval_start=True,  # never worse than quantizing the float fit
         )
         model.load_state_dict(q_state)
-        result.qat_psnr, result.qat_best_step = q_psnr, q_step
+        result.qat_psnr = q_psnr
         result.steps += cfg.qat_iters
     result.seconds = time.perf_counter() - t0
     model.to("cpu")

@@ -93,12 +93,12 @@ def attach(
     for (module, name), qp in zip(stored_parameters(model, spec), qparams, strict=True):
         if isinstance(qp, int):
             qp = choose_params(getattr(module, name).detach().float().cpu().numpy(), qp)
-        parametrize.register_parametrization(module, name, FakeQuant(qp).to(w_device(module)))
+        parametrize.register_parametrization(module, name, FakeQuant(qp).to(_device(module)))
         params.append(qp)
     return params
 
 
-def w_device(module: nn.Module) -> torch.device:
+def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
