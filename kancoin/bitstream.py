@@ -13,8 +13,9 @@ Layout (big-endian, bit-packed, no alignment between fields):
                                  (``entropy``) up to the CRC
     CRC32 (32 bits)                     over all preceding bytes
 
-Format version 1 (read, never written) had no ``coding`` and no ``t_bits`` fields: fixed-width
-payload, every tensor at the header's ``bits``.
+Older versions are read, never written: version 2 had no ``basis``, ``node_bias`` and
+``layernorm`` fields (B-spline KANs without either); version 1 also had no ``coding`` and no
+``t_bits`` fields (fixed-width payload, every tensor at the header's ``bits``).
 
 Input (2) and output (channels) widths and the tensor list follow from the header
 (``ModelSpec.tensor_shapes``), so they are not stored.
@@ -34,11 +35,11 @@ from kancoin import entropy
 from kancoin.entropy import EntropyModel
 from kancoin.errors import KancoinError
 from kancoin.quant import MAX_BITS, MIN_BITS, QuantParams
-from kancoin.spec import ARCHS, IN_FEATURES, MAX_SIDE, ModelSpec
+from kancoin.spec import ARCHS, BASES, IN_FEATURES, MAX_SIDE, ModelSpec
 
 MAGIC = b"KANC"
-VERSION = 2
-READ_VERSIONS = (1, 2)
+VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 CODINGS = ("fixed", "range")
 CRC_BITS = 32
 
@@ -87,8 +88,14 @@ HEADER_FIELDS = (
 )
 HIDDEN_WIDTH_FIELD = Field("hidden_width", "uint:12", 1, 4095, doc="one hidden layer's width")
 KAN_FIELDS = (
-    Field("grid_size", "uint:12", 1, 4095, doc="grid intervals G"),
-    Field("spline_order", "uint:3", 1, 7, doc="B-spline order k"),
+    Field("basis", "uint:3", 0, len(BASES) - 1, doc="edge functions: " + ", ".join(
+        f"{i} {b}" for i, b in enumerate(BASES))),
+    Field("node_bias", "uint:1", 0, 1, doc="1: a bias per output node"),
+    Field("layernorm", "uint:1", 0, 1, doc="1: LayerNorm on hidden layers' inputs"),
+    Field("grid_size", "uint:12", 0, 4095,
+          doc="grid intervals G (bspline), centres (rbf, rsf), degree (chebyshev), "
+              "frequencies (fourier), 0 (tanh)"),
+    Field("spline_order", "uint:3", 1, 7, doc="B-spline order k (3 for other bases)"),
     Field("grid_lo", "floatbe:32", -1e6, 1e6, doc="grid_range[0]"),
     Field("grid_hi", "floatbe:32", -1e6, 1e6, doc="grid_range[1] (> grid_lo)"),
 )
@@ -112,6 +119,9 @@ def _header_fields(version: int) -> tuple[Field, ...]:
     if version == 1:
         return tuple(f for f in HEADER_FIELDS if f.name != "coding")
     return HEADER_FIELDS
+
+
+_V3_KAN_ONLY = ("basis", "node_bias", "layernorm")
 
 
 def _tensor_fields(version: int) -> tuple[Field, ...]:
@@ -140,15 +150,19 @@ class FileHeader:
         return [qp.bits for qp in self.qparams]
 
 
-def _arch_fields(arch: str) -> tuple[Field, ...]:
-    return KAN_FIELDS if arch == "kan" else SIREN_FIELDS
+def _arch_fields(arch: str, version: int = VERSION) -> tuple[Field, ...]:
+    if arch != "kan":
+        return SIREN_FIELDS
+    if version < 3:
+        return tuple(f for f in KAN_FIELDS if f.name not in _V3_KAN_ONLY)
+    return KAN_FIELDS
 
 
 def _sections(spec: ModelSpec, coding: int = 0, version: int = VERSION) -> list[Field]:
     """Every header field in file order for this architecture and coding."""
     n_layers = len(spec.widths) - 1
     fields = list(_header_fields(version)) + [HIDDEN_WIDTH_FIELD] * (n_layers - 1)
-    fields += list(_arch_fields(spec.arch))
+    fields += list(_arch_fields(spec.arch, version))
     n_tensors = len(spec.tensor_shapes())
     fields += list(_tensor_fields(version)) * n_tensors
     if coding == 1:
@@ -208,6 +222,7 @@ def _values(h: FileHeader) -> list[Any]:
     ]
     vals += list(spec.hidden)
     if spec.arch == "kan":
+        vals += [BASES.index(spec.basis), int(spec.node_bias), int(spec.layernorm)]
         vals += [spec.grid_size, spec.spline_order, spec.grid_range[0], spec.grid_range[1]]
     else:
         vals += [spec.w0, spec.w0_initial]
@@ -301,15 +316,20 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
         _, _, height, width, channels, arch_id, bits, coding, n_layers = head
     hidden = tuple(_read_fields(reader, [HIDDEN_WIDTH_FIELD] * (n_layers - 1)))
     arch = ARCHS[arch_id]
-    arch_vals = _read_fields(reader, _arch_fields(arch))
+    arch_vals = _read_fields(reader, _arch_fields(arch, version))
     widths = (IN_FEATURES, *hidden, channels)
     if arch == "kan":
-        grid_size, order, lo, hi = arch_vals
+        basis_id, node_bias, layernorm = (0, 0, 0) if version < 3 else arch_vals[:3]
+        grid_size, order, lo, hi = arch_vals[-4:]
         if not hi > lo:
             raise KancoinError("field 'grid_hi' out of range: must exceed grid_lo")
+        basis = BASES[basis_id]
+        if (grid_size == 0) != (basis == "tanh"):
+            raise KancoinError(f"field 'grid_size' out of range: {grid_size} for basis {basis}")
         spec = ModelSpec(
-            "kan", widths, grid_size=grid_size, spline_order=order, grid_range=(lo, hi)
-        )
+            "kan", widths, grid_size=grid_size, spline_order=order, grid_range=(lo, hi),
+            basis=basis, node_bias=bool(node_bias), layernorm=bool(layernorm),
+        )  # fmt: skip
     else:
         spec = ModelSpec("siren", widths, w0=arch_vals[0], w0_initial=arch_vals[1])
     qparams = []

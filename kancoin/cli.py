@@ -122,6 +122,17 @@ def encode(
     depth: Annotated[int | None, typer.Option(help="Number of hidden layers (override).")] = None,
     grid_size: Annotated[int | None, typer.Option(help="KAN grid intervals G (override).")] = None,
     spline_order: Annotated[int | None, typer.Option(help="B-spline order k (override).")] = None,
+    basis: Annotated[
+        str, typer.Option(help="KAN edge functions: bspline, rbf, rsf, chebyshev, fourier, tanh.")
+    ] = "bspline",
+    node_bias: Annotated[bool, typer.Option(help="KAN: a learnable bias per node.")] = False,
+    layernorm: Annotated[
+        bool, typer.Option(help="KAN: LayerNorm on the input of each hidden layer (FastKAN).")
+    ] = False,
+    grid_extend: Annotated[
+        int, typer.Option(help="B-spline KAN: train N coarser grids first (each half the next).")
+    ] = 0,
+    optimizer: Annotated[str, typer.Option(help="adam or lbfgs (the float fit).")] = "adam",
     qat: Qat = 0.1,
     coding: Coding = "range",
     force: Force = False,
@@ -142,11 +153,14 @@ def encode(
         ):
             if v is not None and not lo <= v <= hi:
                 raise KancoinError(f"{name} must be between {lo} and {hi}, got {v}")
-        ov = Overrides(width=width, depth=depth, grid_size=grid_size, spline_order=spline_order)
+        ov = Overrides(
+            width=width, depth=depth, grid_size=grid_size, spline_order=spline_order,
+            basis=basis, node_bias=node_bias, layernorm=layernorm,
+        )  # fmt: skip
         opts = EncodeOptions(
             bpp=bpp, bits=bits, arch=arch, iters=iters_for(effort, iters),
             batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads,
-            overrides=ov, qat=qat, coding=coding,
+            overrides=ov, qat=qat, coding=coding, optimizer=optimizer, grid_extend=grid_extend,
         )  # fmt: skip
         notice = None if quiet or json_out else (lambda m: _err(m))
         with _progress_bar(not quiet, f"encoding {image.name}") as progress:

@@ -15,13 +15,22 @@ from kancoin.bitstream import CODINGS, FileHeader, overhead_bytes, write_bytes
 from kancoin.decode import Decoded, decode_bytes
 from kancoin.errors import KancoinError
 from kancoin.fileio import check_output, write_atomic
-from kancoin.fit import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR, FitConfig, ProgressFn, fit
+from kancoin.fit import (
+    DEFAULT_BATCH,
+    DEFAULT_ITERS,
+    DEFAULT_LR,
+    LBFGS_LR,
+    OPTIMIZERS,
+    FitConfig,
+    ProgressFn,
+    fit,
+)
 from kancoin.grid import load_image
 from kancoin.metrics import psnr
 from kancoin.models import build_model, export_tensors
 from kancoin.quant import MAX_BITS, QuantParams, choose_params, quantize, rescale
 from kancoin.ratecontrol import Overrides, budget_bytes, choose
-from kancoin.spec import ModelSpec
+from kancoin.spec import BASES, ModelSpec
 
 # Bits of the quantization range. Fixed coding: the paper's 9 for a KAN, COIN's 16 for a SIREN.
 # Range coding: the step is then scaled to fill the budget, so these only set where the search
@@ -60,6 +69,14 @@ class EncodeOptions:
     qat: float = 0.1  # fraction of --iters spent on quantization-aware fine-tuning
     coding: str = "range"  # payload coding: "range" (entropy-coded) or "fixed"
     qat_lr: float = 0.03  # peak learning rate of the fine-tune, as a fraction of lr
+    optimizer: str = "adam"  # or "lbfgs" (float fit only)
+    grid_extend: int = 0  # B-spline: coarser grids (each half the next) trained first
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return LBFGS_LR if self.optimizer == "lbfgs" else DEFAULT_LR[self.arch]
 
     @property
     def coding_id(self) -> int:
@@ -167,9 +184,27 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
         raise KancoinError("--lr must be positive")
     if opts.arch not in RANGE_SAVING:
         raise KancoinError(f"unknown --arch {opts.arch!r} (kan or siren)")
+    if opts.optimizer not in OPTIMIZERS:
+        raise KancoinError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if opts.overrides.basis not in BASES:
+        raise KancoinError(f"--basis must be one of {', '.join(BASES)}")
+    kan_extras = opts.overrides.basis != "bspline" or opts.overrides.node_bias
+    if opts.arch != "kan" and (kan_extras or opts.overrides.layernorm or opts.grid_extend):
+        raise KancoinError("--basis, --node-bias, --layernorm, --grid-extend are KAN options")
+    if opts.grid_extend and opts.overrides.basis != "bspline":
+        raise KancoinError("--grid-extend needs --basis bspline")
+    if not 0 <= opts.grid_extend <= 6:
+        raise KancoinError("--grid-extend must be between 0 and 6")
     bits = opts.resolved_bits
     bpw = bits if opts.coding_id == 0 else max(1.0, bits - RANGE_SAVING[opts.arch])
     return choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
+
+
+def grid_stages(spec: ModelSpec, extend: int) -> tuple[int, ...]:
+    """Grid extension: ``extend`` coarser grids before the final one, each half the next."""
+    if not extend or spec.arch != "kan":
+        return ()
+    return tuple(max(1, math.ceil(spec.grid_size / 2**j)) for j in range(extend, 0, -1))
 
 
 def _ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]):
@@ -215,10 +250,10 @@ def encode_pixels(
     t0 = time.perf_counter()
     spec = plan(pixels.shape, opts)
     device = resolve_device(opts.device)
-    n_threads = threads.configure(opts.arch, opts.threads)
+    n_threads = threads.configure(opts.arch, opts.threads, spec.basis)
     torch.manual_seed(opts.seed)
     model = build_model(spec)
-    lr = opts.lr if opts.lr is not None else DEFAULT_LR[opts.arch]
+    lr = opts.resolved_lr
     bits = opts.resolved_bits
     coding = opts.coding_id
     budget = budget_bytes(opts.bpp, pixels.shape[0], pixels.shape[1])
@@ -258,7 +293,10 @@ def encode_pixels(
         seed=opts.seed,
         compile=opts.compile,
         qat_iters=opts.qat_iters,
-        qat_lr_frac=opts.qat_lr,
+        # the fine-tune runs Adam: its lr follows Adam's lr even after an LBFGS fit
+        qat_lr=opts.qat_lr * (lr if opts.optimizer == "adam" else DEFAULT_LR[opts.arch]),
+        optimizer=opts.optimizer,
+        grid_stages=grid_stages(spec, opts.grid_extend),
     )
     fill = lambda m: fill_budget(m, RANGE_MARGIN)  # noqa: E731
     result = fit(model, pixels, cfg, device, progress, spec=spec, qparams=fill)

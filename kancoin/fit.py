@@ -23,6 +23,8 @@ DEFAULT_BATCH = 10_000
 # KAN: measured on kodim23 at 0.3 bpp, 3000 steps (README "Ablation"): 1e-3 (the KAN-COIN
 # paper's) 27.27 dB, 4e-3 28.49, 8e-3 28.77, 1.6e-2 28.84. SIREN: COIN's.
 DEFAULT_LR = {"kan": 1e-2, "siren": 2e-4}
+OPTIMIZERS = ("adam", "lbfgs")
+LBFGS_LR = 1.0  # LBFGS's lr is the first trial step of its line search: 1 is the natural one
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,13 @@ class FitConfig:
     # Quantization-aware fine-tune after the float fit (``qat``): steps and peak lr (× lr).
     qat_iters: int = 0
     qat_lr_frac: float = 0.03
+    qat_lr: float | None = None  # absolute peak lr of the fine-tune (overrides the fraction)
+    # "adam", or "lbfgs" (strong-Wolfe line search, one LBFGS iteration per minibatch; the
+    # quantization-aware fine-tune always uses Adam: a line search on a rounded network is noise)
+    optimizer: str = "adam"
+    # grid extension (B-spline KAN, pykan): coarser grids trained first, each for an equal share
+    # of ``iters``, refitted onto the next; the model's own grid is the last stage
+    grid_stages: tuple[int, ...] = ()
 
 
 @dataclass
@@ -102,13 +111,22 @@ def fit(
         return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     def train(
-        steps: int, lr_fn: Callable[[int], float], offset: int, eval_start: bool = False
+        steps: int,
+        lr_fn: Callable[[int], float],
+        offset: int,
+        eval_start: bool = False,
+        optimizer: str = "adam",
+        keep_best: bool = True,
     ) -> tuple[float, int, dict]:
-        """``steps`` Adam steps; returns the best (psnr, step, state) seen (the start too, with
-        ``eval_start``)."""
-        # fused Adam: one kernel over all tensors instead of a loop (0.54 -> 0.13 ms/step)
+        """``steps`` optimizer steps; returns the best (psnr, step, state) seen (the start too,
+        with ``eval_start``); without ``keep_best`` no evaluation, the last state."""
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr_fn(0), fused=True)
+        if optimizer == "lbfgs":
+            opt = torch.optim.LBFGS(
+                params, lr=lr_fn(0), max_iter=1, history_size=10, line_search_fn="strong_wolfe"
+            )
+        else:  # fused Adam: one kernel over all tensors instead of a loop (0.54 -> 0.13 ms/step)
+            opt = torch.optim.Adam(params, lr=lr_fn(0), fused=True)
         # A KAN step on a GPU is launch-bound (dozens of tiny kernels): compiling the training
         # forward/backward (CUDA graphs with "reduce-overhead") removes most of that.
         train_model = torch.compile(model, mode=cfg.compile) if cfg.compile else model
@@ -119,23 +137,48 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr_fn(step - 1)
             idx = torch.randint(0, n_pixels, (batch,), device=device, generator=gen)
-            pred = train_model(coords[idx])
-            loss = torch.mean((pred - target[idx]) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step % cfg.eval_every == 0 or step == steps:
+            x, t = coords[idx], target[idx]
+
+            def closure(x: torch.Tensor = x, t: torch.Tensor = t) -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = torch.mean((train_model(x) - t) ** 2)
+                loss.backward()
+                return loss
+
+            if optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+            if keep_best and (step % cfg.eval_every == 0 or step == steps):
                 p = evaluate()
                 if p > best_psnr:
                     best_psnr, best_step, best_state = p, offset + step, snapshot()
             if progress is not None and (step % 10 == 0 or step == steps):
                 progress(offset + step, total, best_psnr)
+        if not keep_best:
+            return -math.inf, offset + steps, {}
         return best_psnr, best_step, best_state
 
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
     t0 = time.perf_counter()
     if cfg.iters > 0:
+        stages = list(cfg.grid_stages)
+        if stages:
+            final_grid = model.layers[0].grid_size
+            model.extend_grid(stages[0])
+            model.to(device)
+        bounds = [round(cfg.iters * j / (len(stages) + 1)) for j in range(len(stages) + 2)]
+        for j in range(len(stages)):  # coarse grids: train, then refit on the next grid
+            a, b = bounds[j], bounds[j + 1]
+            train(b - a, lambda i, a=a: lr_at(a + i, cfg), offset=a,
+                  optimizer=cfg.optimizer, keep_best=False)  # fmt: skip
+            model.extend_grid(stages[j + 1] if j + 1 < len(stages) else final_grid)
+            model.to(device)
+        a = bounds[-2]
         best_psnr, best_step, best_state = train(
-            cfg.iters, lambda i: lr_at(i, cfg), offset=0
+            cfg.iters - a, lambda i: lr_at(a + i, cfg), offset=a, optimizer=cfg.optimizer
         )
         model.load_state_dict(best_state)
     else:
@@ -147,7 +190,7 @@ def fit(
         if callable(qparams):
             qparams = qparams(model)
         result.qparams = qat.attach(model, spec, qparams)
-        qat_lr = cfg.lr * cfg.qat_lr_frac
+        qat_lr = cfg.qat_lr if cfg.qat_lr is not None else cfg.lr * cfg.qat_lr_frac
         q_psnr, _, q_state = train(
             cfg.qat_iters, lambda i: _cosine(i, cfg.qat_iters, qat_lr, 0.0),
             offset=cfg.iters,

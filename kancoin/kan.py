@@ -1,7 +1,16 @@
-"""KAN layer with efficient-kan's formulation, written for speed.
+"""KAN layers: efficient-kan's B-spline formulation (written for speed) and other edge functions.
 
     phi_{o,i}(x) = w_b[o,i] * SiLU(x) + s[o,i] * sum_c c[o,i,c] * B_c(x)
-    y_o          = sum_i phi_{o,i}(x_i)
+    y_o          = sum_i phi_{o,i}(x_i)   (+ b_o with a node bias)
+
+Other bases (``--basis``), each a layer class here with the same contract:
+- ``rbf`` (FastKAN): Gaussians exp(-((x - u_c) / h)^2) on G uniform centres over grid_range;
+- ``rsf`` (FasterKAN): reflectional switch functions 1 - tanh^2((x - u_c) / h), same centres;
+- ``chebyshev`` (ChebyKAN): T_0..T_G of tanh(x), no base branch;
+- ``fourier`` (FourierKAN, the KAN-COIN paper's appendix): a_j cos(j x) + b_j sin(j x),
+  j = 1..G, no base branch;
+- ``tanh``: w * tanh(a x^2 + b x) per edge (three numbers per edge).
+Any layer may have LayerNorm on its input and a bias per output node (pykan).
 
 B_c are B-splines of order k on a uniform grid of G intervals over ``grid_range``, extended by k
 knots on each side (G + k bases). Outside the extended grid every B_c is zero.
@@ -193,11 +202,70 @@ class _FusedKAN(torch.autograd.Function):
         return (gx if need_gx else None), g_base, g_coef, None, None, None
 
 
-class KANLinear(nn.Module):
-    """One KAN layer, nn.Linear-like: (N, in_features) -> (N, out_features).
+class KANLayer(nn.Module):
+    """Common part of every KAN layer: optional LayerNorm on the input, the edge functions
+    (``edges``, one class per basis), optional node bias. (N, I) -> (N, O).
+
+    ``stored_names`` are the layer's stored tensors in file order (``ModelSpec.kan_layer_tensors``);
+    ``stored_tensor``/``load_stored`` read and write them; ``stored_attr`` names the parameter
+    that *is* the stored tensor (for quantization-aware training).
+    """
+
+    basis = ""
+
+    def __init__(self, in_features: int, out_features: int, node_bias: bool, layernorm: bool):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.has_layernorm = layernorm
+        self.has_bias = node_bias
+        if layernorm:
+            self.ln_weight = nn.Parameter(torch.ones(in_features))
+            self.ln_bias = nn.Parameter(torch.zeros(in_features))
+        if node_bias:
+            self.bias = nn.Parameter(torch.zeros(out_features))
+
+    edge_names: tuple[str, ...] = ()
+
+    @property
+    def stored_names(self) -> list[str]:
+        names = ["ln_weight", "ln_bias"] if self.has_layernorm else []
+        names += list(self.edge_names)
+        return names + (["bias"] if self.has_bias else [])
+
+    def stored_attr(self, name: str) -> str:
+        return name
+
+    def stored_tensor(self, name: str) -> torch.Tensor:
+        return getattr(self, self.stored_attr(name))
+
+    def load_stored(self, name: str, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            getattr(self, self.stored_attr(name)).copy_(value)
+
+    def edges(self, x: torch.Tensor) -> torch.Tensor:  # (N, I) -> (N, O)
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.has_layernorm:
+            x = nn.functional.layer_norm(x, (self.in_features,), self.ln_weight, self.ln_bias)
+        y = self.edges(x)
+        return y + self.bias if self.has_bias else y
+
+
+def _kaiming_(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    return nn.init.kaiming_uniform_(w, a=math.sqrt(5) * scale)
+
+
+class KANLinear(KANLayer):
+    """B-spline KAN layer (efficient-kan), nn.Linear-like: (N, in_features) -> (N, out_features).
 
     Parameters: ``base_weight`` (O, I), ``spline_weight`` (O, I, G + k), ``spline_scaler`` (O, I).
+    The stored ``spline_coef`` is ``spline_weight × spline_scaler`` (scale folded in).
     """
+
+    basis = "bspline"
+    edge_names = ("base_weight", "spline_coef")
 
     def __init__(
         self,
@@ -210,12 +278,12 @@ class KANLinear(nn.Module):
         scale_base: float = 1.0,
         scale_spline: float = 1.0,
         backend: str = "auto",
+        node_bias: bool = False,
+        layernorm: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(in_features, out_features, node_bias, layernorm)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
-        self.in_features = in_features
-        self.out_features = out_features
         self.grid_size = grid_size
         self.spline_order = spline_order
         self.grid_range = (float(grid_range[0]), float(grid_range[1]))
@@ -225,11 +293,11 @@ class KANLinear(nn.Module):
         self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, n_coef))
         self.spline_scaler = nn.Parameter(torch.empty(out_features, in_features))
         with torch.no_grad():
-            nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * scale_base)
+            _kaiming_(self.base_weight, scale_base)
             # efficient-kan fits its initial coefficients to small noise; uniform noise of the
             # same scale gives the same start: a near-zero spline branch.
             self.spline_weight.uniform_(-0.5, 0.5).mul_(scale_noise / grid_size)
-            nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * scale_spline)
+            _kaiming_(self.spline_scaler, scale_spline)
 
     @property
     def n_coef(self) -> int:
@@ -239,6 +307,57 @@ class KANLinear(nn.Module):
         """Coefficients with the per-edge scale folded in, (O, I, G + k)."""
         return self.spline_weight * self.spline_scaler.unsqueeze(-1)
 
+    def stored_attr(self, name: str) -> str:
+        # after ``fold_scale`` the spline_weight parameter is the stored coefficient table
+        return "spline_weight" if name == "spline_coef" else name
+
+    def stored_tensor(self, name: str) -> torch.Tensor:
+        if name == "spline_coef":
+            return self.scaled_spline_weight()
+        return super().stored_tensor(name)
+
+    def load_stored(self, name: str, value: torch.Tensor) -> None:
+        super().load_stored(name, value)
+        if name == "spline_coef":
+            with torch.no_grad():
+                self.spline_scaler.fill_(1.0)
+
+    def fold_scale(self) -> None:
+        """spline_weight <- spline_weight × scale, scale <- 1 (frozen): the same function, and
+        the spline_weight parameter is then exactly the stored tensor."""
+        with torch.no_grad():
+            self.spline_weight.copy_(self.scaled_spline_weight())
+            self.spline_scaler.fill_(1.0)
+        self.spline_scaler.requires_grad_(False)
+
+    def extend_grid(self, grid_size: int, points_per_interval: int = 16) -> None:
+        """Change the grid to ``grid_size`` intervals (pykan's grid extension), refitting the
+        coefficients by least squares so that each edge function is preserved as well as the
+        new grid can (exactly when the new grid is a refinement). The scale is folded first
+        (efficient-kan's update_grid multiplies by it twice). Resets the parameters' identity:
+        optimizers must be rebuilt."""
+        if grid_size == self.grid_size:
+            return
+        self.fold_scale()
+        k = self.spline_order
+        lo, hi = self.grid_range
+        # samples over grid_range, where the new basis spans every spline of the new grid (the
+        # old function, if the new grid refines the old, is then refitted exactly); outside it
+        # the new spline continues its end polynomials
+        n_pts = grid_size * points_per_interval
+        x = lo + (hi - lo) * (torch.arange(n_pts, dtype=torch.float64) + 0.5) / n_pts
+        x = x.unsqueeze(1)  # (P, 1)
+        old = bspline_basis_dense(x, self.grid_size, k, self.grid_range)[:, 0]  # (P, G0 + k)
+        new = bspline_basis_dense(x, grid_size, k, self.grid_range)[:, 0]  # (P, G + k)
+        coef = self.spline_weight.detach().double()  # (O, I, G0 + k)
+        values = old @ coef.reshape(-1, coef.shape[-1]).t()  # (P, O*I)
+        fitted = torch.linalg.lstsq(new, values).solution  # (G + k, O*I)
+        new_coef = fitted.t().reshape(self.out_features, self.in_features, grid_size + k)
+        dev = self.spline_weight.device
+        self.spline_weight = nn.Parameter(new_coef.float().to(dev))
+        self.spline_scaler = nn.Parameter(torch.ones_like(self.spline_scaler), requires_grad=False)
+        self.grid_size = grid_size
+
     def resolve_backend(self, x: torch.Tensor) -> str:
         if self.backend != "auto":
             return self.backend
@@ -246,7 +365,7 @@ class KANLinear(nn.Module):
             return "fused"
         return "dense"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def edges(self, x: torch.Tensor) -> torch.Tensor:
         backend = self.resolve_backend(x)
         coef = self.scaled_spline_weight()
         if backend == "fused":
@@ -261,8 +380,165 @@ class KANLinear(nn.Module):
         return base + spline
 
 
+class _DenseBasisLayer(KANLayer):
+    """An edge function sum_c coef[o,i,c] f_c(x_i) over a dense basis (N, I, C), plus
+    ``base_weight`` · SiLU(x) where the family has it."""
+
+    coef_name = ""
+    base_branch = True
+
+    def __init__(self, in_features, out_features, n_basis, node_bias, layernorm, coef_std):
+        super().__init__(in_features, out_features, node_bias, layernorm)
+        if self.base_branch:
+            self.base_weight = nn.Parameter(_kaiming_(torch.empty(out_features, in_features)))
+        coef = torch.empty(out_features, in_features, n_basis).normal_(0.0, coef_std)
+        setattr(self, self.coef_name, nn.Parameter(coef))
+
+    @property
+    def edge_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (("base_weight",) if self.base_branch else ()) + (self.coef_name,)
+
+    def basis_values(self, x: torch.Tensor) -> torch.Tensor:  # (N, I) -> (N, I, C)
+        raise NotImplementedError
+
+    def edges(self, x: torch.Tensor) -> torch.Tensor:
+        coef = getattr(self, self.coef_name)
+        basis = self.basis_values(x)
+        y = basis.reshape(x.shape[0], -1) @ coef.reshape(self.out_features, -1).t()
+        if self.base_branch:
+            y = y + nn.functional.silu(x) @ self.base_weight.t()
+        return y
+
+
+class _CentredLayer(_DenseBasisLayer):
+    """G bumps on uniform centres over grid_range (both ends included), width h = spacing."""
+
+    def __init__(self, in_features, out_features, grid_size, grid_range, node_bias, layernorm):
+        super().__init__(in_features, out_features, grid_size, node_bias, layernorm, 0.1)
+        lo, hi = float(grid_range[0]), float(grid_range[1])
+        self.grid_size = grid_size
+        self.grid_range = (lo, hi)
+        self.register_buffer("centres", torch.linspace(lo, hi, grid_size), persistent=False)
+        self.inv_h = (grid_size - 1) / (hi - lo) if grid_size > 1 else 1.0 / (hi - lo)
+
+    def scaled_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(-1) - self.centres) * self.inv_h
+
+
+class RBFLayer(_CentredLayer):
+    """FastKAN: exp(-((x - u_c) / h)^2)."""
+
+    basis, coef_name = "rbf", "rbf_coef"
+
+    def basis_values(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.scaled_offsets(x).square())
+
+
+class RSFLayer(_CentredLayer):
+    """FasterKAN: reflectional switch functions 1 - tanh^2((x - u_c) / h)."""
+
+    basis, coef_name = "rsf", "rsf_coef"
+
+    def basis_values(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.0 - torch.tanh(self.scaled_offsets(x)).square()
+
+
+class ChebyshevLayer(_DenseBasisLayer):
+    """ChebyKAN: sum_d c_d T_d(tanh x), d = 0..degree (recurrence: exact gradient at ±1)."""
+
+    basis, coef_name, base_branch = "chebyshev", "cheby_coef", False
+
+    def __init__(self, in_features, out_features, degree, node_bias, layernorm):
+        std = 1.0 / (in_features * (degree + 1))
+        super().__init__(in_features, out_features, degree + 1, node_bias, layernorm, std)
+        self.grid_size = degree
+
+    def basis_values(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.tanh(x)
+        polys = [torch.ones_like(t), t]
+        for _ in range(2, self.grid_size + 1):
+            polys.append(2 * t * polys[-1] - polys[-2])
+        return torch.stack(polys[: self.grid_size + 1], dim=-1)
+
+
+class FourierLayer(KANLayer):
+    """FourierKAN: sum_j a_j cos(j x) + b_j sin(j x), j = 1..G."""
+
+    basis = "fourier"
+    edge_names = ("fourier_cos", "fourier_sin")
+
+    def __init__(self, in_features, out_features, grid_size, node_bias, layernorm):
+        super().__init__(in_features, out_features, node_bias, layernorm)
+        self.grid_size = grid_size
+        std = 1.0 / math.sqrt(in_features * grid_size)
+        shape = (out_features, in_features, grid_size)
+        self.fourier_cos = nn.Parameter(torch.empty(shape).normal_(0.0, std))
+        self.fourier_sin = nn.Parameter(torch.empty(shape).normal_(0.0, std))
+        self.register_buffer(
+            "freqs", torch.arange(1, grid_size + 1, dtype=torch.float32), persistent=False
+        )
+
+    def edges(self, x: torch.Tensor) -> torch.Tensor:
+        phase = x.unsqueeze(-1) * self.freqs  # (N, I, G)
+        n = x.shape[0]
+        cos = torch.cos(phase).reshape(n, -1) @ self.fourier_cos.reshape(self.out_features, -1).t()
+        sin = torch.sin(phase).reshape(n, -1) @ self.fourier_sin.reshape(self.out_features, -1).t()
+        return cos + sin
+
+
+class TanhLayer(KANLayer):
+    """The minimal learnable activation: phi(x) = w * tanh(a x^2 + b x) per edge."""
+
+    basis = "tanh"
+    edge_names = ("tanh_a", "tanh_b", "tanh_w")
+
+    def __init__(self, in_features, out_features, node_bias, layernorm):
+        super().__init__(in_features, out_features, node_bias, layernorm)
+        shape = (out_features, in_features)
+        self.tanh_a = nn.Parameter(torch.empty(shape).uniform_(-1.0, 1.0))
+        self.tanh_b = nn.Parameter(torch.empty(shape).uniform_(-2.0, 2.0))
+        bound = math.sqrt(3.0 / in_features)
+        self.tanh_w = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.grid_size = 0
+
+    def edges(self, x: torch.Tensor) -> torch.Tensor:
+        xe = x.unsqueeze(1)  # (N, 1, I)
+        inner = self.tanh_a * xe.square() + self.tanh_b * xe  # (N, O, I)
+        return (torch.tanh(inner) * self.tanh_w).sum(-1)
+
+
+def make_layer(
+    basis: str,
+    in_features: int,
+    out_features: int,
+    grid_size: int,
+    spline_order: int = 3,
+    grid_range: tuple[float, float] = (-1.0, 1.0),
+    node_bias: bool = False,
+    layernorm: bool = False,
+    backend: str = "auto",
+) -> KANLayer:
+    """One KAN layer of the given basis (``spec.BASES``)."""
+    i, o, nb, ln = in_features, out_features, node_bias, layernorm
+    if basis == "bspline":
+        return KANLinear(i, o, grid_size, spline_order, grid_range, backend=backend,
+                         node_bias=nb, layernorm=ln)  # fmt: skip
+    if basis == "rbf":
+        return RBFLayer(i, o, grid_size, grid_range, nb, ln)
+    if basis == "rsf":
+        return RSFLayer(i, o, grid_size, grid_range, nb, ln)
+    if basis == "chebyshev":
+        return ChebyshevLayer(i, o, grid_size, nb, ln)
+    if basis == "fourier":
+        return FourierLayer(i, o, grid_size, nb, ln)
+    if basis == "tanh":
+        return TanhLayer(i, o, nb, ln)
+    raise ValueError(f"unknown basis {basis!r}")
+
+
 class KAN(nn.Module):
-    """A stack of KANLinear layers, widths e.g. (2, 12, 12, 12, 3)."""
+    """A stack of KAN layers, widths e.g. (2, 12, 12, 12, 3). LayerNorm (if asked) goes on the
+    input of every layer but the first."""
 
     def __init__(
         self,
@@ -271,17 +547,30 @@ class KAN(nn.Module):
         spline_order: int = 3,
         grid_range: tuple[float, float] = (-1.0, 1.0),
         backend: str = "auto",
+        basis: str = "bspline",
+        node_bias: bool = False,
+        layernorm: bool = False,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.basis = basis
         self.layers = nn.ModuleList(
-            KANLinear(i, o, grid_size, spline_order, grid_range, backend=backend)
-            for i, o in zip(self.widths[:-1], self.widths[1:])
+            make_layer(basis, i, o, grid_size, spline_order, grid_range, node_bias,
+                       layernorm and n > 0, backend)  # fmt: skip
+            for n, (i, o) in enumerate(zip(self.widths[:-1], self.widths[1:]))
         )
 
     def set_backend(self, backend: str) -> None:
         for layer in self.layers:
-            layer.backend = backend
+            if isinstance(layer, KANLinear):
+                layer.backend = backend
+
+    def extend_grid(self, grid_size: int) -> None:
+        """B-spline only: refit every layer on a grid of ``grid_size`` intervals."""
+        for layer in self.layers:
+            if not isinstance(layer, KANLinear):
+                raise ValueError("grid extension needs the bspline basis")
+            layer.extend_grid(grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

@@ -18,7 +18,10 @@ from kancoin.spec import ModelSpec
 
 def build_model(spec: ModelSpec, backend: str = "auto") -> nn.Module:
     if spec.arch == "kan":
-        return KAN(spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, backend)
+        return KAN(
+            spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, backend,
+            basis=spec.basis, node_bias=spec.node_bias, layernorm=spec.layernorm,
+        )  # fmt: skip
     if spec.arch == "siren":
         return Siren(spec.widths, spec.w0, spec.w0_initial)
     raise ValueError(f"unknown architecture {spec.arch!r}")
@@ -30,7 +33,7 @@ def export_tensors(model: nn.Module, spec: ModelSpec) -> list[np.ndarray]:
     with torch.no_grad():
         for layer in model.layers:
             if spec.arch == "kan":
-                out += [layer.base_weight, layer.scaled_spline_weight()]
+                out += [layer.stored_tensor(name) for name in layer.stored_names]
             else:
                 out += [layer.linear.weight, layer.linear.bias]
     arrays = [t.detach().float().cpu().numpy().copy() for t in out]
@@ -40,14 +43,13 @@ def export_tensors(model: nn.Module, spec: ModelSpec) -> list[np.ndarray]:
 
 
 def load_tensors(model: nn.Module, spec: ModelSpec, arrays: list[np.ndarray]) -> None:
-    """Inverse of ``export_tensors`` (KAN scales set to 1)."""
+    """Inverse of ``export_tensors`` (B-spline KAN scales set to 1)."""
     it = iter(arrays)
     with torch.no_grad():
         for layer in model.layers:
             if spec.arch == "kan":
-                layer.base_weight.copy_(torch.from_numpy(next(it)))
-                layer.spline_weight.copy_(torch.from_numpy(next(it)))
-                layer.spline_scaler.fill_(1.0)
+                for name in layer.stored_names:
+                    layer.load_stored(name, torch.from_numpy(next(it)))
             else:
                 layer.linear.weight.copy_(torch.from_numpy(next(it)))
                 layer.linear.bias.copy_(torch.from_numpy(next(it)))

@@ -60,13 +60,13 @@ class FakeQuant(nn.Module):
 def stored_parameters(model: nn.Module, spec: ModelSpec) -> list[tuple[nn.Module, str]]:
     """(module, attribute) of each stored tensor, in ``spec.tensor_shapes()`` order.
 
-    For a KAN the per-edge scale must first be folded (``fold_spline_scale``) so that the
-    ``spline_weight`` parameter *is* the stored tensor.
+    For a B-spline KAN the per-edge scale must first be folded (``fold_spline_scale``) so that
+    the ``spline_weight`` parameter *is* the stored tensor.
     """
     out: list[tuple[nn.Module, str]] = []
     for layer in model.layers:
         if spec.arch == "kan":
-            out += [(layer, "base_weight"), (layer, "spline_weight")]
+            out += [(layer, layer.stored_attr(name)) for name in layer.stored_names]
         else:
             out += [(layer.linear, "weight"), (layer.linear, "bias")]
     return out
@@ -76,11 +76,9 @@ def fold_spline_scale(model: nn.Module, spec: ModelSpec) -> None:
     """KAN: spline_weight <- spline_weight × scale, scale <- 1 (frozen). Same function."""
     if spec.arch != "kan":
         return
-    with torch.no_grad():
-        for layer in model.layers:
-            layer.spline_weight.copy_(layer.scaled_spline_weight())
-            layer.spline_scaler.fill_(1.0)
-            layer.spline_scaler.requires_grad_(False)
+    for layer in model.layers:
+        if hasattr(layer, "fold_scale"):
+            layer.fold_scale()
 
 
 def attach(

@@ -33,6 +33,10 @@ class Overrides:
     depth: int | None = None
     grid_size: int | None = None
     spline_order: int | None = None
+    # the KAN family (stored in the file): not chosen by rate control, always the user's
+    basis: str = "bspline"
+    node_bias: bool = False
+    layernorm: bool = False
 
 
 def budget_bytes(bpp: float, height: int, width: int) -> int:
@@ -46,21 +50,33 @@ def check_request(bpp: float, bits: int) -> None:
         raise KancoinError(f"--bpp must be positive, got {bpp}")
 
 
-def _kan(widths: tuple[int, ...], grid: int, order: int) -> ModelSpec:
-    return ModelSpec("kan", widths, grid_size=grid, spline_order=order)
+def _kan(widths: tuple[int, ...], grid: int, order: int, ov: Overrides = Overrides()) -> ModelSpec:
+    if ov.basis == "tanh":
+        grid = 0  # no grid: three numbers per edge
+    return ModelSpec(
+        "kan", widths, grid_size=grid, spline_order=order, basis=ov.basis,
+        node_bias=ov.node_bias, layernorm=ov.layernorm,
+    )  # fmt: skip
 
 
-def _largest_grid(hidden: tuple[int, ...], channels: int, order: int, size, cap: int) -> int:
-    """Largest grid size with size(spec) <= cap (0 if even grid 1 does not fit)."""
-    widths = (IN_FEATURES, *hidden, channels)
-    lo, hi = 0, MAX_GRID
-    while lo < hi:  # file size grows with the grid: bisect
+def _largest(make, size, cap: int, top: int) -> int:
+    """Largest n in 1..top with size(make(n)) <= cap (0 if even 1 does not fit)."""
+    lo, hi = 0, top
+    while lo < hi:  # file size grows with n: bisect
         mid = (lo + hi + 1) // 2
-        if size(_kan(widths, mid, order)) <= cap:
+        if size(make(mid)) <= cap:
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+def _largest_grid(
+    hidden: tuple[int, ...], channels: int, order: int, size, cap: int, ov: Overrides = Overrides()
+) -> int:
+    """Largest grid size with size(spec) <= cap (0 if even grid 1 does not fit)."""
+    widths = (IN_FEATURES, *hidden, channels)
+    return _largest(lambda g: _kan(widths, g, order, ov), size, cap, MAX_GRID)
 
 
 def _sizer(bits: int, coding: int, bpw: float | None):
@@ -77,11 +93,21 @@ def choose_kan(
     coding: int = 0,
     bpw: float | None = None,
 ) -> ModelSpec:
-    """The KAN closest to the budget without going over."""
+    """The KAN closest to the budget without going over. For bases with a grid: widths 12-16
+    (the paper's), the grid filling the budget; the tanh basis has no grid: the widest layers."""
     check_request(bpp, bits)
     size = _sizer(bits, coding, bpw)
     cap = budget_bytes(bpp, height, width)
     order = ov.spline_order or 3
+    if ov.basis == "tanh":
+        depth = ov.depth or KAN_DEPTH
+        w = ov.width or _largest(
+            lambda n: _kan((IN_FEATURES, *(n,) * depth, channels), 0, order, ov), size, cap, 4095
+        )
+        spec = _kan((IN_FEATURES, *(w,) * depth, channels), 0, order, ov) if w else None
+        if spec is None or size(spec) > cap:
+            raise KancoinError(_impossible(bpp, bits, height, width, cap))
+        return spec
     depths = [ov.depth] if ov.depth else [KAN_DEPTH]
     if ov.width:
         width_sets = [[ov.width]]
@@ -93,15 +119,15 @@ def choose_kan(
             for w in widths:
                 hidden = (w,) * depth
                 if ov.grid_size:
-                    spec = _kan((IN_FEATURES, *hidden, channels), ov.grid_size, order)
+                    spec = _kan((IN_FEATURES, *hidden, channels), ov.grid_size, order, ov)
                     if size(spec) > cap:
                         continue
                 else:
-                    g = _largest_grid(hidden, channels, order, size, cap)
+                    g = _largest_grid(hidden, channels, order, size, cap, ov)
                     limit_ok = ov.width or KAN_MIN_GRID <= g <= KAN_MAX_GRID
                     if g < 1 or not limit_ok:
                         continue
-                    spec = _kan((IN_FEATURES, *hidden, channels), g, order)
+                    spec = _kan((IN_FEATURES, *hidden, channels), g, order, ov)
                 if best is None or spec.n_params > best.n_params:
                     best = spec
                 if n_set > 0:  # fallback sets are ordered by preference: take the first fit

@@ -12,6 +12,11 @@ from math import prod
 import numpy as np
 
 ARCHS = ("kan", "siren")
+# KAN edge functions (``kan.py``); the index is what the file stores. ``grid_size`` means:
+# intervals (bspline), centres (rbf, rsf), degree (chebyshev), frequencies (fourier), 0 (tanh).
+BASES = ("bspline", "rbf", "rsf", "chebyshev", "fourier", "tanh")
+# bases with a SiLU base branch (w_b · SiLU(x)) beside the edge function
+BASE_BRANCH = ("bspline", "rbf", "rsf")
 IN_FEATURES = 2  # (x, y)
 MAX_SIDE = 16384  # largest image side the format (and the codec) accepts
 
@@ -21,7 +26,10 @@ class ModelSpec:
     """Architecture of one coded image's network.
 
     widths: all layer widths including input (2) and output (channels), e.g. (2, 12, 12, 12, 3).
-    KAN:   grid_size G, spline_order k, grid_range.
+    KAN:   basis (edge function family, ``BASES``), grid_size G, spline_order k (bspline),
+           grid_range; node_bias: a learnable bias per output node; layernorm: LayerNorm (with
+           affine) on the input of every hidden layer (FastKAN; not the first layer, whose two
+           inputs LayerNorm would collapse to ±1).
     SIREN: w0 (hidden layers), w0_initial (first layer).
     """
 
@@ -32,8 +40,13 @@ class ModelSpec:
     grid_range: tuple[float, float] = (-1.0, 1.0)
     w0: float = 30.0
     w0_initial: float = 30.0
+    basis: str = "bspline"
+    node_bias: bool = False
+    layernorm: bool = False
 
     def __post_init__(self) -> None:
+        if self.basis not in BASES:
+            raise ValueError(f"unknown basis {self.basis!r}")
         # The header stores floats as float32: round here so encoder and decoder agree exactly.
         f32 = lambda v: float(np.float32(v))  # noqa: E731
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -53,16 +66,34 @@ class ModelSpec:
         """(in, out) per layer."""
         return list(zip(self.widths[:-1], self.widths[1:]))
 
+    def kan_layer_tensors(self, n: int, i: int, o: int) -> list[tuple[str, tuple[int, ...]]]:
+        """One KAN layer's stored tensors (name within the layer, shape), in file order:
+        LayerNorm weight and bias, the edge function's tensors, the node bias."""
+        out: list[tuple[str, tuple[int, ...]]] = []
+        if self.layernorm and n > 0:
+            out += [("ln_weight", (i,)), ("ln_bias", (i,))]
+        if self.basis in BASE_BRANCH:
+            out.append(("base_weight", (o, i)))
+        g = self.grid_size
+        out += {
+            # the per-edge spline scale is folded into the coefficients
+            "bspline": [("spline_coef", (o, i, g + self.spline_order))],
+            "rbf": [("rbf_coef", (o, i, g))],
+            "rsf": [("rsf_coef", (o, i, g))],
+            "chebyshev": [("cheby_coef", (o, i, g + 1))],
+            "fourier": [("fourier_cos", (o, i, g)), ("fourier_sin", (o, i, g))],
+            "tanh": [("tanh_a", (o, i)), ("tanh_b", (o, i)), ("tanh_w", (o, i))],
+        }[self.basis]
+        if self.node_bias:
+            out.append(("bias", (o,)))
+        return out
+
     def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Stored tensors in file order. KAN stores O·I·(G+k+1) numbers per layer: the
-        per-edge spline scale is folded into the coefficients."""
+        """Stored tensors in file order (``layers.<n>.<name>``)."""
         shapes: list[tuple[str, tuple[int, ...]]] = []
         for n, (i, o) in enumerate(self.layer_dims()):
             if self.arch == "kan":
-                shapes.append((f"layers.{n}.base_weight", (o, i)))
-                shapes.append(
-                    (f"layers.{n}.spline_coef", (o, i, self.grid_size + self.spline_order))
-                )
+                shapes += [(f"layers.{n}.{t}", s) for t, s in self.kan_layer_tensors(n, i, o)]
             else:
                 shapes.append((f"layers.{n}.weight", (o, i)))
                 shapes.append((f"layers.{n}.bias", (o,)))
@@ -76,13 +107,25 @@ class ModelSpec:
     def describe(self) -> str:
         w = "-".join(str(x) for x in self.widths)
         if self.arch == "kan":
-            return f"KAN {w}, grid {self.grid_size}, order {self.spline_order}"
+            extras = "".join(
+                f", {e}" for e, on in (("node bias", self.node_bias), ("LayerNorm", self.layernorm))
+                if on
+            )  # fmt: skip
+            if self.basis == "bspline":
+                return f"KAN {w}, grid {self.grid_size}, order {self.spline_order}{extras}"
+            size = {"rbf": "centres", "rsf": "centres", "chebyshev": "degree",
+                    "fourier": "frequencies"}.get(self.basis)  # fmt: skip
+            sized = f", {size} {self.grid_size}" if size else ""
+            return f"KAN {w}, {self.basis}{sized}{extras}"
         return f"SIREN {w}, w0 {self.w0:g}"
 
     def as_dict(self) -> dict:
         d = {"arch": self.arch, "widths": list(self.widths)}
         if self.arch == "kan":
             d |= {
+                "basis": self.basis,
+                "node_bias": self.node_bias,
+                "layernorm": self.layernorm,
                 "grid_size": self.grid_size,
                 "spline_order": self.spline_order,
                 "grid_range": list(self.grid_range),

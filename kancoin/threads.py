@@ -3,7 +3,8 @@
 On small CPUs torch's default intra-op threading costs more than it gains on the tiny tensors
 of a KAN step (Adam on a few thousand numbers, the loss); the heavy work runs in our numba
 kernels, which split the batch into one chunk per thread. So for a KAN: torch 1 thread, numba
-all usable cores. A SIREN's work is torch GEMMs, so it gets torch threads = cores.
+all usable cores. A SIREN's work is torch GEMMs, so it gets torch threads = cores; so do KANs of
+the other bases (``--basis``), which run on torch ops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure(arch: str, threads: int | None = None) -> int:
+def configure(arch: str, threads: int | None = None, basis: str = "bspline") -> int:
     """Set torch / numba thread counts for CPU work; returns the thread count used."""
     n = threads or usable_cores()
     try:
@@ -29,5 +30,5 @@ def configure(arch: str, threads: int | None = None) -> int:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except ImportError:  # pragma: no cover
         pass
-    torch.set_num_threads(1 if arch == "kan" else n)
+    torch.set_num_threads(1 if arch == "kan" and basis == "bspline" else n)
     return n

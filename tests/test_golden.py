@@ -7,8 +7,9 @@ purpose, regenerate both with
     KANCOIN_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
 
 and say why in the commit. (Regeneration re-encodes a 24x32 crop of data/kodim23.png.)
-tests/golden/tiny_v1.kc is a format-version-1 file (fixed-width payload) from kancoin 0.1; it is
-never regenerated: files users already have must keep decoding to the same pixels.
+tests/golden/tiny_v1.kc is a format-version-1 file (fixed-width payload) from kancoin 0.1 and
+tiny_v2.kc a version-2 file (range-coded) from kancoin 0.2; they are never regenerated: files
+users already have must keep decoding to the same pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from kancoin.decode import decode_bytes
@@ -41,8 +43,10 @@ def test_golden_decode_is_pinned() -> None:
     assert np.array_equal(decoded.pixels, expected)
 
 
-def test_version_1_file_still_decodes() -> None:
-    decoded = decode_bytes((GOLDEN / "tiny_v1.kc").read_bytes())
-    expected = np.asarray(Image.open(GOLDEN / "tiny_v1_decoded.png").convert("RGB"))
-    assert decoded.header.version == 1 and decoded.header.coding == 0
+@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1)])
+def test_older_versions_still_decode(version: int, coding: int) -> None:
+    decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
+    expected = np.asarray(Image.open(GOLDEN / f"tiny_v{version}_decoded.png").convert("RGB"))
+    assert decoded.header.version == version and decoded.header.coding == coding
+    assert decoded.header.spec.basis == "bspline" and not decoded.header.spec.node_bias
     assert np.array_equal(decoded.pixels, expected)

@@ -1,0 +1,148 @@
+"""Research options (issue 6): every KAN basis, node bias, LayerNorm, grid extension and LBFGS
+round-trip through a real file and decode to the PSNR the encoder reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kancoin import qat
+from kancoin.bitstream import FileHeader, read_bytes, write_bytes
+from kancoin.decode import decode_bytes
+from kancoin.encode import EncodeOptions, encode_pixels, grid_stages
+from kancoin.errors import KancoinError
+from kancoin.kan import KANLinear
+from kancoin.metrics import psnr
+from kancoin.models import build_model, export_tensors, load_tensors, render
+from kancoin.quant import QuantParams
+from kancoin.ratecontrol import Overrides, budget_bytes
+from kancoin.spec import BASES, ModelSpec
+
+from .conftest import crop
+
+EXTRAS = [(False, False), (True, True)]  # (node_bias, layernorm)
+
+
+def _spec(basis: str, node_bias: bool = False, layernorm: bool = False) -> ModelSpec:
+    grid = 0 if basis == "tanh" else 5
+    return ModelSpec("kan", (2, 6, 5, 3), grid_size=grid, basis=basis,
+                     node_bias=node_bias, layernorm=layernorm)  # fmt: skip
+
+
+@pytest.mark.parametrize("basis", BASES)
+@pytest.mark.parametrize("node_bias, layernorm", EXTRAS)
+def test_export_load_keeps_the_function(basis: str, node_bias: bool, layernorm: bool) -> None:
+    torch.manual_seed(1)
+    spec = _spec(basis, node_bias, layernorm)
+    model = build_model(spec)
+    with torch.no_grad():  # non-trivial values everywhere (biases, LayerNorm affine, scales)
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(500, 2) * 2.4 - 1.2  # also outside the grid
+    expected = model(x)
+    tensors = export_tensors(model, spec)  # asserts the shapes of spec.tensor_shapes()
+    fresh = build_model(spec)
+    load_tensors(fresh, spec, tensors)
+    torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
+    names = [n for n, _ in spec.tensor_shapes()]
+    assert any(n.endswith(".bias") for n in names) == node_bias
+    assert any("ln_" in n for n in names) == layernorm
+    assert not any(n.startswith("layers.0.ln_") for n in names)  # never on the (x, y) input
+
+
+@pytest.mark.parametrize("basis", BASES)
+def test_header_round_trip(basis: str) -> None:
+    spec = _spec(basis, node_bias=True, layernorm=True)
+    qp = tuple(QuantParams(-1.0, 0.01, 7) for _ in spec.tensor_shapes())
+    q = [np.zeros(s, dtype=np.uint32) for _, s in spec.tensor_shapes()]
+    header = FileHeader(9, 11, 7, spec, qp)
+    header2, _ = read_bytes(write_bytes(header, q))
+    assert header2.spec == spec
+
+
+def test_tanh_needs_grid_zero_and_others_not() -> None:
+    spec = _spec("rbf")
+    qp = tuple(QuantParams(-1.0, 0.01, 7) for _ in spec.tensor_shapes())
+    data = bytearray(write_bytes(FileHeader(9, 11, 7, spec, qp),
+                                 [np.zeros(s, np.uint32) for _, s in spec.tensor_shapes()]))
+    # the basis field follows the hidden widths; rewrite it as tanh (5): grid 5 is then invalid
+    from kancoin.bitstream import _sections
+
+    fields = _sections(spec)
+    offset = sum(f.nbits for f in fields[: [f.name for f in fields].index("basis")])
+    bits = "".join(f"{b:08b}" for b in data)
+    bits = bits[:offset] + f"{5:03b}" + bits[offset + 3 :]
+    patched = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    with pytest.raises(KancoinError, match="grid_size"):
+        read_bytes(patched)
+
+
+@pytest.mark.parametrize("basis", BASES)
+def test_quantized_export_equals_what_was_evaluated(basis: str) -> None:
+    torch.manual_seed(0)
+    spec = _spec(basis, node_bias=True, layernorm=True)
+    model = build_model(spec)
+    params = qat.attach(model, spec, [6] * len(spec.tensor_shapes()))
+    seen = render(model, 12, 14)
+    ints = qat.export_quantized(model, spec, params)
+    data = write_bytes(FileHeader(12, 14, 6, spec, tuple(params)), ints)
+    assert np.array_equal(decode_bytes(data).pixels, seen.numpy())
+
+
+@pytest.mark.parametrize("basis", BASES)
+def test_every_basis_encodes_within_budget_and_reports_the_decoded_psnr(basis: str) -> None:
+    px = crop(24, 32)
+    ov = Overrides(basis=basis, node_bias=basis == "rbf", layernorm=basis == "rbf")
+    opts = EncodeOptions(bpp=4.0, iters=60, qat=0.25, device="cpu", threads=1, overrides=ov)
+    res = encode_pixels(px, opts)
+    header, _ = read_bytes(res.data)
+    assert header.spec == res.spec and header.spec.basis == basis
+    assert len(res.data) <= budget_bytes(4.0, 24, 32)
+    assert len(res.data) > 0.7 * budget_bytes(4.0, 24, 32)  # the budget is used
+    assert res.psnr == pytest.approx(psnr(decode_bytes(res.data).pixels, px), abs=1e-9)
+    assert res.psnr > 12.0  # it learned something (a constant grey is ~ 11 dB here)
+
+
+def test_grid_extension_preserves_the_function() -> None:
+    torch.manual_seed(0)
+    layer = KANLinear(3, 4, grid_size=5, backend="dense")
+    with torch.no_grad():
+        layer.spline_weight.normal_(0, 0.5)
+        layer.spline_scaler.uniform_(0.5, 1.5)
+    x = torch.rand(400, 3) * 2 - 1
+    before = layer(x).detach()
+    layer.extend_grid(10)  # a refinement: exactly representable
+    assert layer.grid_size == 10 and layer.spline_weight.shape == (4, 3, 13)
+    torch.testing.assert_close(layer(x), before, rtol=1e-4, atol=1e-4)
+    layer.extend_grid(17)  # not a refinement: least squares, close
+    assert float((layer(x).detach() - before).abs().max()) < 0.05
+
+
+def test_grid_stages() -> None:
+    spec = ModelSpec("kan", (2, 4, 3), grid_size=34)
+    assert grid_stages(spec, 0) == ()
+    assert grid_stages(spec, 2) == (9, 17)
+
+
+def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
+    px = crop(24, 32)
+    for extra in (dict(grid_extend=2), dict(optimizer="lbfgs")):
+        opts = EncodeOptions(bpp=4.0, iters=40, qat=0.25, device="cpu", threads=1, **extra)
+        res = encode_pixels(px, opts)
+        assert res.psnr == pytest.approx(psnr(decode_bytes(res.data).pixels, px), abs=1e-9)
+        assert res.psnr > 12.0
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (EncodeOptions(arch="siren", overrides=Overrides(basis="rbf")), "KAN options"),
+        (EncodeOptions(overrides=Overrides(basis="spline")), "--basis"),
+        (EncodeOptions(overrides=Overrides(basis="rbf"), grid_extend=1), "bspline"),
+        (EncodeOptions(optimizer="sgd"), "--optimizer"),
+    ],
+)
+def test_bad_combinations_are_refused(opts: EncodeOptions, message: str) -> None:
+    with pytest.raises(KancoinError, match=message):
+        encode_pixels(crop(16, 16), opts)
