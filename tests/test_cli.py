@@ -73,7 +73,8 @@ def test_info(encoded) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["params"] == rep["params"] and info["bits"] == rep["bits"]
-    assert info["coding"] == "range" and info["format_version"] == 2
+    assert info["coding"] == "range" and info["format_version"] == 3
+    assert info["basis"] == "bspline"
     assert info["file_bytes"] == kc.stat().st_size and (info["width"], info["height"]) == (56, 40)
     assert "grid" in run("info", kc).stdout
 
