@@ -282,8 +282,10 @@ def info(
 
 
 from kancoin import cli_eval as _cli_eval  # noqa: E402
+from kancoin import cli_research as _cli_research  # noqa: E402
 
 _cli_eval.register(app)
+_cli_research.register(app)
 
 
 def main() -> None:

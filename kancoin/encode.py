@@ -207,24 +207,26 @@ def grid_stages(spec: ModelSpec, extend: int) -> tuple[int, ...]:
     return tuple(max(1, math.ceil(spec.grid_size / 2**j)) for j in range(extend, 0, -1))
 
 
-def _ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]):
-    """Quantize the stored tensors with the given ranges: integer tensors."""
+def ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]) -> list[np.ndarray]:
+    """Quantize the stored tensors with the given ranges: integer tensors in file order."""
     tensors = export_tensors(model, spec)
     return [quantize(w, qp) for w, qp in zip(tensors, qparams, strict=True)]
 
 
-def _mse_ranges(model: torch.nn.Module, spec: ModelSpec, bits: int) -> list[QuantParams]:
+def mse_ranges(model: torch.nn.Module, spec: ModelSpec, bits: int) -> list[QuantParams]:
+    """Per stored tensor, the ``bits``-bit range with the least squared error."""
     return [choose_params(w, bits) for w in export_tensors(model, spec)]
 
 
-def _serialise(
+def serialise_bytes(
     pixels_shape: tuple[int, ...],
     spec: ModelSpec,
     bits: int,
     coding: int,
     qtensors: list[np.ndarray],
-    qparams: list,
+    qparams: list[QuantParams],
 ) -> bytes:
+    """The whole file for (H, W, C) pixels: header, payload (coding 0 fixed, 1 range), CRC."""
     emodels = ()
     if coding == 1:
         emodels = tuple(entropy.choose_models(qtensors, [qp.bits for qp in qparams]))
@@ -259,16 +261,16 @@ def encode_pixels(
     budget = budget_bytes(opts.bpp, pixels.shape[0], pixels.shape[1])
 
     def serialise(qtensors, qparams) -> bytes:
-        return _serialise(pixels.shape, spec, bits, coding, qtensors, qparams)
+        return serialise_bytes(pixels.shape, spec, bits, coding, qtensors, qparams)
 
     def fill_budget(m: torch.nn.Module, margin: float) -> list[QuantParams]:
-        base = _mse_ranges(m, spec, bits)
+        base = mse_ranges(m, spec, bits)
         if coding == 0:
             return base
 
         def size(f: float) -> tuple[int, list[QuantParams]]:
             qps = [rescale(qp, f) for qp in base]
-            return len(serialise(_ptq(m, spec, qps), qps)), qps
+            return len(serialise(ptq(m, spec, qps), qps)), qps
 
         cap = budget * (1 - margin)
         # log of the step factor, finer .. coarser; never finer than MAX_BITS can span (a
@@ -306,11 +308,11 @@ def encode_pixels(
         qat.detach(model, spec)
     else:
         qparams = fill_budget(model, 0.0)
-        qtensors = _ptq(model, spec, qparams)
+        qtensors = ptq(model, spec, qparams)
     data = serialise(qtensors, qparams)
     if len(data) > budget:  # the fine-tune's drift exceeded the margin: requantize to fit
         qparams = fill_budget(model, 0.0)
-        qtensors = _ptq(model, spec, qparams)
+        qtensors = ptq(model, spec, qparams)
         data = serialise(qtensors, qparams)
     decoded = decode_bytes(data)
     assert len(data) <= budget, "rate control exceeded the budget"
