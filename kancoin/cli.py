@@ -88,7 +88,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object with t
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
 # shared by encode and eval
 Effort = Annotated[str, typer.Option(help="Preset: fast (3k steps), default (10k) or best (30k).")]
-Iters = Annotated[int | None, typer.Option(help="Training steps [default: from --effort].")]
+Iters = Annotated[int | None, typer.Option(help="Training steps \\[default: from --effort].")]
 Qat = Annotated[
     float, typer.Option(help="Fraction of --iters spent on quantization-aware fine-tuning.")
 ]
@@ -104,19 +104,19 @@ def encode(
     bpp: Annotated[float, typer.Option(help="Target bits per pixel for the whole file.")] = 0.3,
     bits: Annotated[
         int | None,
-        typer.Option(help="Quantization bits [default: KAN 8 range / 9 fixed, SIREN 16]."),
+        typer.Option(help="Quantization bits \\[default: KAN 8 range / 9 fixed, SIREN 16]."),
     ] = None,
     arch: Annotated[str, typer.Option(help="Network: kan or siren.")] = "kan",
     effort: Effort = "default",
     iters: Iters = None,
     batch_size: Annotated[int, typer.Option(help="Pixels per minibatch.")] = 10_000,
     lr: Annotated[
-        float | None, typer.Option(help="Adam learning rate [default: 1e-2 KAN, 2e-4 SIREN].")
+        float | None, typer.Option(help="Adam learning rate \\[default: 1e-2 KAN, 2e-4 SIREN].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible on CPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads [default: all usable cores].")
+        int | None, typer.Option(help="CPU threads \\[default: all usable cores].")
     ] = None,
     width: Annotated[int | None, typer.Option(help="Hidden layer width (override).")] = None,
     depth: Annotated[int | None, typer.Option(help="Number of hidden layers (override).")] = None,

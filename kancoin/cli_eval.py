@@ -18,28 +18,28 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Argument(
                 metavar="DIR",
-                help="Folder of images [default: $KANCOIN_KODAK, ../shared/data/kodak, "
+                help="Folder of images \\[default: $KANCOIN_KODAK, ../shared/data/kodak, "
                 "./data/kodak].",
             ),
         ] = None,
         bpp: Annotated[
-            list[float] | None, typer.Option(help="Target bpp (repeatable) [default: 0.3].")
+            list[float] | None, typer.Option(help="Target bpp (repeatable) \\[default: 0.3].")
         ] = None,
         arch: Annotated[
             list[str] | None,
-            typer.Option(help="kan or siren (repeatable) [default: kan unless only --codec]."),
+            typer.Option(help="kan or siren (repeatable) \\[default: kan unless only --codec]."),
         ] = None,
         codec: Annotated[
             str | None, typer.Option(help="Baselines, comma list: jpeg,webp,jpeg2000,avif.")
         ] = None,
         bits: Annotated[
-            int | None, typer.Option(help="Weight bits [default: 8 KAN, 16 SIREN].")
+            int | None, typer.Option(help="Weight bits \\[default: 8 KAN, 16 SIREN].")
         ] = None,
         effort: Effort = "default",
         iters: Iters = None,
         coding: Coding = "range",
         lr: Annotated[
-            float | None, typer.Option(help="Adam learning rate [default: per architecture].")
+            float | None, typer.Option(help="Adam learning rate \\[default: per architecture].")
         ] = None,
         qat: Qat = 0.1,
         images: Annotated[
@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         dirs: Annotated[list[Path], typer.Argument(help="Result folders written by eval.")],
         out: Annotated[Path, typer.Option(help="Folder for the PNG/SVG figures.")] = Path("plots"),
         image: Annotated[
-            str | None, typer.Option(help="Image for the crops [default: first decoded].")
+            str | None, typer.Option(help="Image for the crops \\[default: first decoded].")
         ] = None,
         live_baselines: Annotated[
             int,

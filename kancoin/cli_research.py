@@ -1,4 +1,4 @@
-"""`kancoin quant-study` (registered on the main Typer app by cli.py)."""
+"""`kancoin quant-study` and `kancoin sweep` (registered on the main Typer app by cli.py)."""
 
 import json
 from pathlib import Path
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results/quant-study"),
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         threads: Annotated[
-            int | None, typer.Option(help="CPU threads [default: all usable cores].")
+            int | None, typer.Option(help="CPU threads \\[default: all usable cores].")
         ] = None,
         device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
         plot: Annotated[
@@ -81,6 +81,60 @@ def register(app: typer.Typer) -> None:
                 names = ", ".join(p.name for p in report.written)
                 typer.echo(
                     f"results in {report.out_dir}/ ({names}, files/) in {report.seconds:.0f} s"
+                )
+
+        _run(body)
+
+    @app.command("sweep")
+    def sweep_cmd(
+        image: Annotated[Path, typer.Argument(metavar="IMG", help="Input image.")],
+        bpp: Annotated[float, typer.Option(help="Target bits per pixel of every trial.")] = 0.3,
+        trials: Annotated[int, typer.Option(help="Number of trials (resumable).")] = 20,
+        iters: Annotated[int, typer.Option(help="Training steps per trial.")] = 1000,
+        basis: Annotated[
+            str, typer.Option(help="Bases to draw from, comma list (default: all six).")
+        ] = "bspline,rbf,rsf,chebyshev,fourier,tanh",
+        jobs: Annotated[int, typer.Option(help="Trials in parallel (processes).")] = 1,
+        seed: Annotated[int, typer.Option(help="Sweep seed (trial i is drawn from it).")] = 0,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+        out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results/sweep"),
+        plot: Annotated[bool, typer.Option(help="Draw sweep.png/.svg (matplotlib).")] = True,
+        quiet: Quiet = False,
+        json_out: Json = False,
+    ) -> None:
+        """Random hyperparameter search (KAN-COIN paper §3.2): optimizer, log-uniform lr, width,
+        depth, basis; the grid fills the budget. Each trial is a real file; rerun to resume."""
+        from kancoin.errors import KancoinError
+        from kancoin.sweep import plot as sweep_plot
+        from kancoin.sweep import run_sweep
+
+        def body():
+            bases = tuple(b.strip() for b in basis.split(",") if b.strip())
+            talk = not (quiet or json_out)
+            report = run_sweep(
+                image, out, bpp=bpp, trials=trials, iters=iters, seed=seed, jobs=jobs,
+                device=device, bases=bases, progress=_err if talk else None,
+            )  # fmt: skip
+            figures = []
+            if plot:
+                try:
+                    title = f"{image.stem}, {bpp:g} bpp, {iters} steps, {trials} trials"
+                    figures = sweep_plot(report.rows, report.out_dir / "sweep", title)
+                except KancoinError as e:
+                    _err(f"note: no plot ({e})")
+            if json_out:
+                typer.echo(
+                    json.dumps({
+                        "out": str(report.out_dir), "computed": report.computed,
+                        "reused": report.reused, "rows": report.rows, "summary": report.summary,
+                    })
+                )  # fmt: skip
+            elif not quiet:
+                typer.echo((report.out_dir / "summary.md").read_text("utf-8"))
+                typer.echo(
+                    f"{report.computed} trials run, {report.reused} reused; results in "
+                    f"{report.out_dir}/ (trials.csv, summary.md"
+                    + (", sweep.png)" if figures else ")")
                 )
 
         _run(body)

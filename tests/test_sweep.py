@@ -1,0 +1,81 @@
+"""`kancoin sweep`: reproducible draws, real files, resumable rows, summary and CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from kancoin.cli import app
+from kancoin.decode import decode_bytes
+from kancoin.errors import KancoinError
+from kancoin.metrics import psnr
+from kancoin.sweep import draw_trial, run_sweep, summarize
+
+from .conftest import crop
+
+
+@pytest.fixture
+def img(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.png"
+    Image.fromarray(crop(20, 24)).save(p)
+    return p
+
+
+def test_draws_are_reproducible_and_fit_the_budget() -> None:
+    a = [draw_trial(i, (512, 768, 3), 0.3, 100, seed=0) for i in range(8)]
+    b = [draw_trial(i, (512, 768, 3), 0.3, 100, seed=0) for i in range(8)]
+    assert a == b
+    assert a != [draw_trial(i, (512, 768, 3), 0.3, 100, seed=1) for i in range(8)]
+    assert len({t.basis for t in a}) > 1 and len({t.width for t in a}) > 1
+
+
+def test_sweep_rows_are_real_files_and_resume(img: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    rep = run_sweep(img, out, bpp=8.0, trials=3, iters=15, bases=("bspline", "fourier"))
+    assert rep.computed == 3 and rep.reused == 0 and len(rep.rows) == 3
+    pixels = __import__("numpy").asarray(Image.open(img).convert("RGB"))
+    for row in rep.rows:
+        d = decode_bytes((out / row["file"]).read_bytes())
+        assert row["psnr"] == pytest.approx(psnr(d.pixels, pixels), abs=1e-3)
+        assert d.header.spec.basis == row["basis"] and row["bpp"] <= 8.0
+    again = run_sweep(img, out, bpp=8.0, trials=4, iters=15, bases=("bspline", "fourier"))
+    assert again.reused == 3 and again.computed == 1  # only the new trial runs
+    for name in ("trials.csv", "summary.md", "summary.json"):
+        assert (out / name).is_file()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["best"][0]["psnr"] == max(r["psnr"] for r in again.rows)
+
+
+def test_summary_profiles() -> None:
+    rows = [
+        dict(trial=i, optimizer="adam", lr=10.0**-i, width=8 + i, depth=1 + i % 2,
+             basis="rbf" if i < 3 else "tanh", grid_size=3, architecture="x", params=1,
+             psnr=30.0 - i, float_psnr=31.0, bpp=0.3, file_bytes=1, seconds=1, step_ms=1)
+        for i in range(8)
+    ]  # fmt: skip
+    s = summarize(rows)
+    assert [r["trial"] for r in s["best"][:3]] == [0, 1, 2]
+    assert s["best_quarter"]["basis"] == {"rbf": 3} and s["all"]["n"] == 8
+
+
+def test_bad_requests(img: Path, tmp_path: Path) -> None:
+    with pytest.raises(KancoinError, match="basis"):
+        run_sweep(img, tmp_path / "x", trials=1, iters=5, bases=("splines",))
+    with pytest.raises(KancoinError, match="at least 1"):
+        run_sweep(img, tmp_path / "x", trials=0)
+
+
+def test_cli_json_and_errors(img: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["sweep", str(img), "--bpp", "8", "--trials", "2", "--iters", "10", "--basis",
+            "bspline,rsf", "--out", str(tmp_path / "o"), "--no-plot", "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["computed"] == 2 and len(d["rows"]) == 2
+    bad = runner.invoke(app, ["sweep", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "error:" in bad.output and "Traceback" not in bad.output
