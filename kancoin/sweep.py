@@ -1,7 +1,8 @@
 """`kancoin sweep`: random hyperparameter search on one image, like the KAN-COIN paper's §3.2.
 
 Each trial draws an optimizer, a log-uniform learning rate, a hidden width, a depth and a basis
-(the grid size is then chosen by rate control to fill the budget), encodes the image through the
+(the grid size is then chosen by rate control to fill the budget; the tanh basis has no grid, so
+its width fills the budget and the drawn width is unused), encodes the image through the
 real path (``encode_pixels``: fit, quantize, write, decode) and records the PSNR of the decoded
 file. Trial ``i`` is drawn from its own seeded generator, so a sweep is reproducible and
 resumable: ``OUT/rows/trial_<i>.json`` is written atomically and reused when its key (settings,
@@ -36,7 +37,7 @@ from kancoin.spec import BASES
 OPTIMIZER_WEIGHTS = {"adam": 3, "lbfgs": 1}  # LBFGS steps cost several evaluations: fewer
 LR_RANGE = {"adam": (1e-4, 3e-2), "lbfgs": (0.05, 1.0)}
 WIDTH_RANGE = (6, 24)
-DEPTH_RANGE = (1, 4)
+DEPTH_RANGE = (2, 4)  # one hidden layer puts the whole budget in one huge grid: slow and poor
 MAX_DRAWS = 100  # redraws when a drawn architecture cannot fit the budget
 TRIAL_FIELDS = (
     "trial", "optimizer", "lr", "width", "depth", "basis", "grid_size", "architecture",
@@ -72,7 +73,9 @@ def options(t: Trial, bpp: float, iters: int, seed: int, threads: int | None, de
     from kancoin.encode import EncodeOptions
     from kancoin.ratecontrol import Overrides
 
-    ov = Overrides(width=t.width, depth=t.depth, basis=t.basis)
+    # the tanh basis has no grid to fill the budget: rate control sets its width instead
+    width = None if t.basis == "tanh" else t.width
+    ov = Overrides(width=width, depth=t.depth, basis=t.basis)
     return EncodeOptions(
         bpp=bpp, iters=iters, lr=t.lr, seed=seed, threads=threads, device=device,
         overrides=ov, optimizer=t.optimizer,
@@ -109,7 +112,8 @@ def _run_trial(
     t0 = time.perf_counter()
     r = encode_pixels(pixels, options(t, bpp, iters, seed, threads, device))
     row = {
-        **asdict(t), "grid_size": r.spec.grid_size, "architecture": r.spec.describe(),
+        **asdict(t), "width": r.spec.hidden[0], "grid_size": r.spec.grid_size,
+        "architecture": r.spec.describe(),
         "params": r.spec.n_params, "psnr": round(r.psnr, 4), "float_psnr": round(r.float_psnr, 4),
         "bpp": r.bpp, "file_bytes": r.file_bytes, "seconds": round(time.perf_counter() - t0, 2),
         "step_ms": round(1000 * r.fit_seconds / max(1, r.steps), 2), "steps": r.steps,
