@@ -133,6 +133,9 @@ def encode(
         int, typer.Option(help="B-spline KAN: train N coarser grids first (each half the next).")
     ] = 0,
     optimizer: Annotated[str, typer.Option(help="adam or lbfgs (the float fit).")] = "adam",
+    bit_alloc: Annotated[
+        str, typer.Option(help="Range coding: one common step factor, or per-tensor (tensor).")
+    ] = "common",
     qat: Qat = 0.1,
     coding: Coding = "range",
     force: Force = False,
@@ -161,6 +164,7 @@ def encode(
             bpp=bpp, bits=bits, arch=arch, iters=iters_for(effort, iters),
             batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads,
             overrides=ov, qat=qat, coding=coding, optimizer=optimizer, grid_extend=grid_extend,
+            bit_alloc=bit_alloc,
         )  # fmt: skip
         notice = None if quiet or json_out else (lambda m: _err(m))
         with _progress_bar(not quiet, f"encoding {image.name}") as progress:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kancoin import entropy, qat, threads
+from kancoin import bitalloc, entropy, qat, threads
 from kancoin.bitstream import CODINGS, FileHeader, overhead_bytes, write_bytes
 from kancoin.decode import Decoded, decode_bytes
 from kancoin.errors import KancoinError
@@ -27,8 +27,8 @@ from kancoin.fit import (
 )
 from kancoin.grid import load_image
 from kancoin.metrics import psnr
-from kancoin.models import build_model, export_tensors
-from kancoin.quant import MAX_BITS, QuantParams, choose_params, quantize, rescale
+from kancoin.models import build_model, export_tensors, load_tensors, render
+from kancoin.quant import MAX_BITS, QuantParams, choose_params, dequantize, quantize, rescale
 from kancoin.ratecontrol import Overrides, budget_bytes, choose
 from kancoin.spec import BASES, ModelSpec
 
@@ -43,6 +43,7 @@ EFFORT_ITERS = {"fast": 3_000, "default": DEFAULT_ITERS, "best": 30_000}
 # training (measured on trained Kodak networks, README "Rate control"); the real coded size
 # decides the final bit depth.
 RANGE_SAVING = {"kan": 3.0, "siren": 0.4}
+BIT_ALLOCS = ("common", "tensor")
 RANGE_MARGIN = 0.01  # of the budget, kept free before the fine-tune for its drift
 
 
@@ -71,6 +72,7 @@ class EncodeOptions:
     qat_lr: float = 0.03  # peak learning rate of the fine-tune, as a fraction of lr
     optimizer: str = "adam"  # or "lbfgs" (float fit only)
     grid_extend: int = 0  # B-spline: coarser grids (each half the next) trained first
+    bit_alloc: str = "common"  # range coding: "common" step factor, or per-"tensor" allocation
 
     @property
     def resolved_lr(self) -> float:
@@ -184,6 +186,8 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
         raise KancoinError("--lr must be positive")
     if opts.arch not in RANGE_SAVING:
         raise KancoinError(f"unknown --arch {opts.arch!r} (kan or siren)")
+    if opts.bit_alloc not in BIT_ALLOCS:
+        raise KancoinError(f"--bit-alloc must be one of {', '.join(BIT_ALLOCS)}")
     if opts.optimizer not in OPTIMIZERS:
         raise KancoinError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if opts.overrides.basis not in BASES:
@@ -263,14 +267,20 @@ def encode_pixels(
     def serialise(qtensors, qparams) -> bytes:
         return serialise_bytes(pixels.shape, spec, bits, coding, qtensors, qparams)
 
+    alloc_info: dict = {}  # the last per-tensor allocation's log
+
     def fill_budget(m: torch.nn.Module, margin: float) -> list[QuantParams]:
-        base = mse_ranges(m, spec, bits)
+        floats = export_tensors(m, spec)
+        base = [choose_params(w, bits) for w in floats]
         if coding == 0:
             return base
 
+        def coded(qps: list[QuantParams]) -> int:
+            return len(serialise([quantize(w, qp) for w, qp in zip(floats, qps)], qps))
+
         def size(f: float) -> tuple[int, list[QuantParams]]:
             qps = [rescale(qp, f) for qp in base]
-            return len(serialise(ptq(m, spec, qps), qps)), qps
+            return coded(qps), qps
 
         cap = budget * (1 - margin)
         # log of the step factor, finer .. coarser; never finer than MAX_BITS can span (a
@@ -286,7 +296,24 @@ def encode_pixels(
                 hi, best = mid, qps
             else:
                 lo = mid
+        if opts.bit_alloc == "tensor":
+            best, log = bitalloc.allocate(best, coded, mse_of(floats), int(cap))
+            alloc_info.update(log)
         return best
+
+    def mse_of(floats: list[np.ndarray]):
+        """MSE of the network rebuilt from quantized ``floats``, rendered on CPU like decode."""
+        scratch = build_model(spec)
+        scratch.eval()
+        ref = torch.from_numpy(pixels).float()
+
+        def distortion(qps: list[QuantParams]) -> float:
+            ints = [quantize(w, qp) for w, qp in zip(floats, qps)]
+            load_tensors(scratch, spec, [dequantize(q, qp) for q, qp in zip(ints, qps)])
+            out = render(scratch, pixels.shape[0], pixels.shape[1]).float()
+            return float(((out - ref) ** 2).mean())
+
+        return distortion
 
     cfg = FitConfig(
         iters=opts.iters - opts.qat_iters,
