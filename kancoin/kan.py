@@ -502,9 +502,15 @@ class TanhLayer(KANLayer):
         self.grid_size = 0
 
     def edges(self, x: torch.Tensor) -> torch.Tensor:
-        xe = x.unsqueeze(1)  # (N, 1, I)
-        inner = self.tanh_a * xe.square() + self.tanh_b * xe  # (N, O, I)
-        return (torch.tanh(inner) * self.tanh_w).sum(-1)
+        # in blocks of inputs: (N, O, block) temporaries stay in cache (3x faster on CPU than
+        # one (N, O, I) tensor at width 61)
+        y = None
+        for s in range(0, self.in_features, 8):
+            xe = x[:, None, s : s + 8]  # (N, 1, B)
+            inner = self.tanh_a[:, s : s + 8] * xe.square() + self.tanh_b[:, s : s + 8] * xe
+            part = (torch.tanh(inner) * self.tanh_w[:, s : s + 8]).sum(-1)  # (N, O)
+            y = part if y is None else y + part
+        return y
 
 
 def make_layer(
