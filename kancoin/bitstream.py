@@ -186,7 +186,7 @@ def file_bytes(
     if coding == 1:
         if payload_bytes is None:
             raise ValueError("range coding: the size depends on the coded payload")
-        return (header_bits(spec, 1) + 7) // 8 + payload_bytes + CRC_BITS // 8
+        return (header_bits(spec, 1, version) + 7) // 8 + payload_bytes + CRC_BITS // 8
     sizes = [math.prod(shape) for _, shape in spec.tensor_shapes()]
     per_tensor = [bits] * len(sizes) if isinstance(bits, int) else list(bits)
     payload = sum(n * b for n, b in zip(sizes, per_tensor, strict=True))
@@ -326,6 +326,8 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
         basis = BASES[basis_id]
         if (grid_size == 0) != (basis == "tanh"):
             raise KancoinError(f"field 'grid_size' out of range: {grid_size} for basis {basis}")
+        if basis != "bspline" and order != 3:
+            raise KancoinError(f"field 'spline_order' out of range: {order} for basis {basis}")
         spec = ModelSpec(
             "kan", widths, grid_size=grid_size, spline_order=order, grid_range=(lo, hi),
             basis=basis, node_bias=bool(node_bias), layernorm=bool(layernorm),

@@ -14,6 +14,7 @@ from kancoin.grid import png_bytes
 from kancoin.metrics import bpp
 from kancoin.models import build_model, load_tensors, render
 from kancoin.quant import dequantize
+from kancoin.threads import torch_threads
 
 
 @dataclass
@@ -41,7 +42,8 @@ def decode_bytes(data: bytes) -> Decoded:
     model = build_model(header.spec)
     load_tensors(model, header.spec, weights(header, qtensors))
     model.eval()
-    pixels = render(model, header.height, header.width).numpy()
+    with torch_threads(1):  # B-spline KANs run in numba kernels, deterministic at any count
+        pixels = render(model, header.height, header.width).numpy()
     return Decoded(pixels, header, len(data), time.perf_counter() - t0)
 
 

@@ -188,6 +188,8 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
         raise KancoinError(f"unknown --arch {opts.arch!r} (kan or siren)")
     if opts.bit_alloc not in BIT_ALLOCS:
         raise KancoinError(f"--bit-alloc must be one of {', '.join(BIT_ALLOCS)}")
+    if opts.bit_alloc == "tensor" and opts.coding_id == 0:
+        raise KancoinError("--bit-alloc tensor needs --coding range (fixed coding has no slack)")
     if opts.optimizer not in OPTIMIZERS:
         raise KancoinError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if opts.overrides.basis not in BASES:
@@ -208,7 +210,8 @@ def grid_stages(spec: ModelSpec, extend: int) -> tuple[int, ...]:
     """Grid extension: ``extend`` coarser grids before the final one, each half the next."""
     if not extend or spec.arch != "kan":
         return ()
-    return tuple(max(1, math.ceil(spec.grid_size / 2**j)) for j in range(extend, 0, -1))
+    grids = {max(1, math.ceil(spec.grid_size / 2**j)) for j in range(extend, 0, -1)}
+    return tuple(sorted(grids - {spec.grid_size}))
 
 
 def ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]) -> list[np.ndarray]:

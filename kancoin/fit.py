@@ -178,8 +178,9 @@ def fit(
             model.to(device)
         a = bounds[-2]
         best_psnr, best_step, best_state = train(
-            cfg.iters - a, lambda i: lr_at(a + i, cfg), offset=a, optimizer=cfg.optimizer
-        )
+            cfg.iters - a, lambda i: lr_at(a + i, cfg), offset=a, optimizer=cfg.optimizer,
+            eval_start=bool(stages),  # the refitted network counts too
+        )  # fmt: skip
         model.load_state_dict(best_state)
     else:
         best_psnr, best_step, best_state = evaluate(), 0, snapshot()

@@ -341,17 +341,23 @@ class KANLinear(KANLayer):
         self.fold_scale()
         k = self.spline_order
         lo, hi = self.grid_range
-        # samples over grid_range, where the new basis spans every spline of the new grid (the
-        # old function, if the new grid refines the old, is then refitted exactly); outside it
-        # the new spline continues its end polynomials
-        n_pts = grid_size * points_per_interval
-        x = lo + (hi - lo) * (torch.arange(n_pts, dtype=torch.float64) + 0.5) / n_pts
+        # samples over the new extended grid (where the new splines live), weighted 1 inside
+        # grid_range, where the new basis spans every spline of the new grid (a refinement then
+        # refits the old function exactly), and 0.001 in the k intervals outside it: a finer
+        # grid's extension is narrower and its end bases incomplete, so out there the old
+        # function cannot be kept (measured: the fit barely improves with more weight there,
+        # while the inside loses its exactness)
+        g0, inv_h = _grid_position(grid_size, k, self.grid_range)
+        n_int = grid_size + 2 * k
+        n_pts = n_int * points_per_interval
+        x = g0 + (torch.arange(n_pts, dtype=torch.float64) + 0.5) / (points_per_interval * inv_h)
+        weight = torch.where((x >= lo) & (x <= hi), 1.0, 0.001).unsqueeze(1).double()
         x = x.unsqueeze(1)  # (P, 1)
         old = bspline_basis_dense(x, self.grid_size, k, self.grid_range)[:, 0]  # (P, G0 + k)
         new = bspline_basis_dense(x, grid_size, k, self.grid_range)[:, 0]  # (P, G + k)
-        coef = self.spline_weight.detach().double()  # (O, I, G0 + k)
+        coef = self.spline_weight.detach().double().cpu()  # (O, I, G0 + k)
         values = old @ coef.reshape(-1, coef.shape[-1]).t()  # (P, O*I)
-        fitted = torch.linalg.lstsq(new, values).solution  # (G + k, O*I)
+        fitted = torch.linalg.lstsq(new * weight, values * weight).solution  # (G + k, O*I)
         new_coef = fitted.t().reshape(self.out_features, self.in_features, grid_size + k)
         dev = self.spline_weight.device
         self.spline_weight = nn.Parameter(new_coef.float().to(dev))
@@ -504,11 +510,12 @@ class TanhLayer(KANLayer):
     def edges(self, x: torch.Tensor) -> torch.Tensor:
         # in blocks of inputs: (N, O, block) temporaries stay in cache (3x faster on CPU than
         # one (N, O, I) tensor at width 61)
+        a, b, w = self.tanh_a, self.tanh_b, self.tanh_w  # once: each read may fake-quantize
         y = None
         for s in range(0, self.in_features, 8):
             xe = x[:, None, s : s + 8]  # (N, 1, B)
-            inner = self.tanh_a[:, s : s + 8] * xe.square() + self.tanh_b[:, s : s + 8] * xe
-            part = (torch.tanh(inner) * self.tanh_w[:, s : s + 8]).sum(-1)  # (N, O)
+            inner = a[:, s : s + 8] * xe.square() + b[:, s : s + 8] * xe
+            part = (torch.tanh(inner) * w[:, s : s + 8]).sum(-1)  # (N, O)
             y = part if y is None else y + part
         return y
 

@@ -47,6 +47,11 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.basis not in BASES:
             raise ValueError(f"unknown basis {self.basis!r}")
+        if self.arch == "kan":
+            if (self.grid_size == 0) != (self.basis == "tanh"):
+                raise ValueError(f"grid_size {self.grid_size} is invalid for basis {self.basis}")
+            if self.basis != "bspline":  # one file per network: the order means nothing here
+                object.__setattr__(self, "spline_order", 3)
         # The header stores floats as float32: round here so encoder and decoder agree exactly.
         f32 = lambda v: float(np.float32(v))  # noqa: E731
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))

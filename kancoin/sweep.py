@@ -110,7 +110,15 @@ def _run_trial(
 
     pixels, _ = load_image(path)
     t0 = time.perf_counter()
-    r = encode_pixels(pixels, options(t, bpp, iters, seed, threads, device))
+    try:
+        r = encode_pixels(pixels, options(t, bpp, iters, seed, threads, device))
+    except Exception as e:  # a diverged fit or a network that cannot fit: a failed trial
+        row = {**asdict(t), "psnr": None, "error": f"{type(e).__name__}: {e}", "key": key,
+               "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        write_atomic(
+            Path(out_dir) / "rows" / f"trial_{t.trial:03d}.json", (json.dumps(row) + "\n").encode()
+        )
+        return row
     row = {
         **asdict(t), "width": r.spec.hidden[0], "grid_size": r.spec.grid_size,
         "architecture": r.spec.describe(),
@@ -166,7 +174,8 @@ def run_sweep(
     for i in range(trials):
         t = draw_trial(i, pixels.shape, bpp, iters, seed, tuple(bases))
         key = {**asdict(t), "bpp": bpp, "iters": iters, "seed": seed, "device": device,
-               "image_sha1": sha, "encoder": __version__}  # fmt: skip
+               "threads": 1 if jobs > 1 else None, "image_sha1": sha,
+               "encoder": __version__}  # fmt: skip
         old = _load(out / "rows" / f"trial_{i:03d}.json")
         if old is not None and old.get("key") == key:
             rows[i] = old
@@ -178,7 +187,9 @@ def run_sweep(
 
     def done(row: dict) -> None:
         rows[row["trial"]] = row
-        if progress:
+        if progress and row["psnr"] is None:
+            progress(f"trial {row['trial']:>3} failed: {row['error']} [{len(rows)}/{trials}]")
+        elif progress:
             progress(
                 f"trial {row['trial']:>3} {row['optimizer']:<5} lr {row['lr']:<8g} "
                 f"{row['architecture']}: {row['psnr']:.2f} dB ({row['seconds']:.0f} s) "
@@ -207,18 +218,23 @@ def _load(path: Path) -> dict | None:
 
 def summarize(rows: list[dict], top: int = 10) -> dict:
     """The best ``top`` trials, and how the best quarter (at least 3) differs from all trials."""
-    ranked = sorted(rows, key=lambda r: -r["psnr"])
+    ranked = sorted((r for r in rows if r["psnr"] is not None), key=lambda r: -r["psnr"])
+    failed = len(rows) - len(ranked)
+    if not ranked:
+        return {"best": [], "best_quarter": None, "all": None, "failed": failed}
     best_q = ranked[: max(3, math.ceil(len(ranked) / 4))]
 
     def profile(rs: list[dict]) -> dict:
         adam_lr = [r["lr"] for r in rs if r["optimizer"] == "adam"]
+        # a tanh network's width is set by rate control, not drawn: left out of the widths
+        widths = [r["width"] for r in rs if r["basis"] != "tanh"] or [0]
         return {
             "n": len(rs),
             "psnr_median": round(statistics.median(r["psnr"] for r in rs), 3),
             "adam_lr_median": float(f"{statistics.median(adam_lr):.3g}") if adam_lr else None,
             "adam_lr_range": [min(adam_lr), max(adam_lr)] if adam_lr else None,
-            "width_median": statistics.median(r["width"] for r in rs),
-            "width_range": [min(r["width"] for r in rs), max(r["width"] for r in rs)],
+            "width_median": statistics.median(widths),
+            "width_range": [min(widths), max(widths)],
             "depth": dict(Counter(r["depth"] for r in rs).most_common()),
             "basis": dict(Counter(r["basis"] for r in rs).most_common()),
             "optimizer": dict(Counter(r["optimizer"] for r in rs).most_common()),
@@ -228,6 +244,7 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
         "best": [{k: r[k] for k in TRIAL_FIELDS} for r in ranked[:top]],
         "best_quarter": profile(best_q),
         "all": profile(ranked),
+        "failed": failed,
     }
 
 
@@ -244,6 +261,8 @@ def _markdown(summary: dict, image: str, bpp: float) -> str:
             f"{r['seconds']:.0f} |"
         )
     bq, al = summary["best_quarter"], summary["all"]
+    if bq is None:
+        return "\n".join(lines) + f"\n\nEvery trial failed ({summary['failed']}).\n"
 
     def fmt(d):
         return ", ".join(f"{k} {v}" for k, v in d.items())
@@ -259,6 +278,7 @@ def _markdown(summary: dict, image: str, bpp: float) -> str:
         f"| depth | {fmt(bq['depth'])} | {fmt(al['depth'])} |",
         f"| basis | {fmt(bq['basis'])} | {fmt(al['basis'])} |",
         f"| optimizer | {fmt(bq['optimizer'])} | {fmt(al['optimizer'])} |",
+        f"| failed trials | | {summary['failed']} |",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -280,6 +300,7 @@ def plot(rows: list[dict], stem: Path, title: str) -> list[Path]:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
     colours = {b: f"C{i}" for i, b in enumerate(BASES)}
+    rows = [r for r in rows if r["psnr"] is not None]
     for ax, opt in zip(axes[:2], ("adam", "lbfgs")):
         for b in BASES:
             rs = [r for r in rows if r["basis"] == b and r["optimizer"] == opt]

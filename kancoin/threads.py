@@ -10,6 +10,8 @@ the other bases (``--basis``), which run on torch ops.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -32,3 +34,16 @@ def configure(arch: str, threads: int | None = None, basis: str = "bspline") -> 
         pass
     torch.set_num_threads(1 if arch == "kan" and basis == "bspline" else n)
     return n
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch on ``n`` intra-op threads inside the block (restored after). The decoder renders
+    on one: a GEMM's summation order, hence its last bit, can depend on the thread count, and
+    a file must decode to the same pixels whatever the encoder's ``--threads`` was."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

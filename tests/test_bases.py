@@ -146,3 +146,16 @@ def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
 def test_bad_combinations_are_refused(opts: EncodeOptions, message: str) -> None:
     with pytest.raises(KancoinError, match=message):
         encode_pixels(crop(16, 16), opts)
+
+
+def test_non_bspline_specs_normalise_the_order_and_check_the_grid() -> None:
+    assert ModelSpec("kan", (2, 3, 3), grid_size=4, spline_order=5, basis="rbf").spline_order == 3
+    with pytest.raises(ValueError, match="grid_size"):
+        ModelSpec("kan", (2, 3, 3), grid_size=4, basis="tanh")
+    with pytest.raises(ValueError, match="grid_size"):
+        ModelSpec("kan", (2, 3, 3), grid_size=0, basis="fourier")
+
+
+def test_tensor_allocation_needs_range_coding() -> None:
+    with pytest.raises(KancoinError, match="--coding range"):
+        encode_pixels(crop(16, 16), EncodeOptions(coding="fixed", bit_alloc="tensor"))

@@ -79,3 +79,16 @@ def test_cli_json_and_errors(img: Path, tmp_path: Path) -> None:
     assert d["computed"] == 2 and len(d["rows"]) == 2
     bad = runner.invoke(app, ["sweep", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "error:" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_failed_trial_is_a_row_not_a_crash(img: Path, tmp_path: Path, monkeypatch) -> None:
+    import kancoin.encode
+
+    def boom(*a, **k):
+        raise ValueError("weights are not finite")
+
+    monkeypatch.setattr(kancoin.encode, "encode_pixels", boom)
+    rep = run_sweep(img, tmp_path / "f", bpp=8.0, trials=2, iters=5, bases=("bspline",))
+    assert all(r["psnr"] is None and "not finite" in r["error"] for r in rep.rows)
+    assert rep.summary["failed"] == 2 and rep.summary["best"] == []
+    assert "failed" in (tmp_path / "f" / "summary.md").read_text()
