@@ -459,9 +459,14 @@ class ChebyshevLayer(_DenseBasisLayer):
     basis, coef_name, base_branch = "chebyshev", "cheby_coef", False
 
     def __init__(self, in_features, out_features, degree, node_bias, layernorm):
-        std = 1.0 / (in_features * (degree + 1))
-        super().__init__(in_features, out_features, degree + 1, node_bias, layernorm, std)
+        super().__init__(in_features, out_features, degree + 1, node_bias, layernorm, 1.0)
         self.grid_size = degree
+        # smooth start (as Fourier): degree d with std 1 / (sqrt(I) (d + 1)). ChebyKAN's
+        # 1 / (I (D + 1)) leaves a deep network without a base branch near zero, and it does
+        # not train (measured, degree 57, 150 steps: 14.5 dB at lr 1e-3, 12.6 at 1e-2)
+        d = torch.arange(degree + 1, dtype=torch.float32)
+        with torch.no_grad():
+            self.cheby_coef.mul_(1.0 / (math.sqrt(in_features) * (d + 1.0)))
 
     def basis_values(self, x: torch.Tensor) -> torch.Tensor:
         t = torch.tanh(x)
