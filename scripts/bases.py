@@ -67,7 +67,7 @@ def main() -> None:
         rows = list(pool.map(lambda j: run(j[0], j[1], out, a.iters), jobs))
     names = [im.stem for im in images]
     print(f"| variant | {' | '.join(names)} | mean PSNR | mean bpp | architecture | ms/step |")
-    print("|---|" + "---:|" * (len(names) + 3) + "---|---:|"[4:])
+    print("|---|" + "---:|" * (len(names) + 2) + "---|---:|")
     for v in variants:
         rs = [r for r in rows if r["variant"] == v]
         psnrs = " | ".join(f"{r['psnr']:.2f}" for r in rs)
