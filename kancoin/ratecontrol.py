@@ -21,10 +21,11 @@ KAN_DEPTH = 3
 KAN_WIDTHS = tuple(range(12, 17))
 KAN_MIN_GRID = 3  # below this, narrower layers with a real grid do better than a degenerate one
 KAN_MAX_GRID = 64  # above this, spend the budget on width instead
-# Chebyshev: high degrees make the edge functions (and gradients, ~ degree / sqrt(1 - t^2))
-# so steep that a deep fit does not train (256x384 crop, 150 steps: degree 57 12.5 dB, 16 20.8,
-# 8 20.0)
-BASIS_MAX_GRID = {"chebyshev": 16}
+# Chebyshev degree and Fourier frequencies: high ones make the edge functions (and gradients)
+# so steep that a deep fit does not train; the budget goes to width instead (256x384 crop,
+# 150 steps: Chebyshev degree 57 12.5 dB, 16 20.8, 8 20.0; Fourier 29 frequencies failed on
+# Kodak at 500 steps, 13-15 dB; 8 frequencies 20.8 on the crop)
+BASIS_MAX_GRID = {"chebyshev": 16, "fourier": 8}
 MAX_GRID = 4095
 SIREN_DEPTH = 10  # COIN: 10 layers (9 sine + linear output)
 
