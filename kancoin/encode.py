@@ -270,8 +270,6 @@ def encode_pixels(
     def serialise(qtensors, qparams) -> bytes:
         return serialise_bytes(pixels.shape, spec, bits, coding, qtensors, qparams)
 
-    alloc_info: dict = {}  # the last per-tensor allocation's log
-
     def fill_budget(m: torch.nn.Module, margin: float) -> list[QuantParams]:
         floats = export_tensors(m, spec)
         base = [choose_params(w, bits) for w in floats]
@@ -300,8 +298,7 @@ def encode_pixels(
             else:
                 lo = mid
         if opts.bit_alloc == "tensor":
-            best, log = bitalloc.allocate(best, coded, mse_of(floats), int(cap))
-            alloc_info.update(log)
+            best, _ = bitalloc.allocate(best, coded, mse_of(floats), int(cap))
         return best
 
     def mse_of(floats: list[np.ndarray]):

@@ -130,7 +130,8 @@ def fit(
         # A KAN step on a GPU is launch-bound (dozens of tiny kernels): compiling the training
         # forward/backward (CUDA graphs with "reduce-overhead") removes most of that.
         train_model = torch.compile(model, mode=cfg.compile) if cfg.compile else model
-        best_psnr, best_step, best_state = -math.inf, offset, snapshot()
+        best_psnr, best_step = -math.inf, offset
+        best_state = snapshot() if keep_best else {}
         if eval_start:
             best_psnr = evaluate()
         for step in range(1, steps + 1):

@@ -246,6 +246,9 @@ class KANLayer(nn.Module):
     def edges(self, x: torch.Tensor) -> torch.Tensor:  # (N, I) -> (N, O)
         raise NotImplementedError
 
+    def fold_scale(self) -> None:
+        """Make every stored tensor a parameter itself (only the B-spline has a scale)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_layernorm:
             x = nn.functional.layer_norm(x, (self.in_features,), self.ln_weight, self.ln_bias)

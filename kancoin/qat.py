@@ -77,8 +77,7 @@ def fold_spline_scale(model: nn.Module, spec: ModelSpec) -> None:
     if spec.arch != "kan":
         return
     for layer in model.layers:
-        if hasattr(layer, "fold_scale"):
-            layer.fold_scale()
+        layer.fold_scale()
 
 
 def attach(

@@ -161,6 +161,8 @@ def run_sweep(
 
     if trials < 1 or jobs < 1 or iters < 1:
         raise KancoinError("--trials, --jobs and --iters must be at least 1")
+    if not bpp > 0:
+        raise KancoinError(f"--bpp must be positive, got {bpp}")
     bad = [b for b in bases if b not in BASES]
     if bad or not bases:
         raise KancoinError(f"--basis: choose from {', '.join(BASES)} (got {', '.join(bad)})")
@@ -168,7 +170,10 @@ def run_sweep(
     pixels, _ = load_image(image)  # errors (missing, not an image) before any work
     sha = hashlib.sha1(image.read_bytes()).hexdigest()[:16]
     out = Path(out_dir)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "rows").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KancoinError(f"{out}: cannot use as the results folder ({e.strerror or e})") from None
     rows: dict[int, dict] = {}
     todo = []
     for i in range(trials):

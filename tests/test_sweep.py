@@ -67,6 +67,11 @@ def test_bad_requests(img: Path, tmp_path: Path) -> None:
         run_sweep(img, tmp_path / "x", trials=1, iters=5, bases=("splines",))
     with pytest.raises(KancoinError, match="at least 1"):
         run_sweep(img, tmp_path / "x", trials=0)
+    with pytest.raises(KancoinError, match="--bpp must be positive"):
+        run_sweep(img, tmp_path / "x", bpp=0.0, trials=1)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(KancoinError, match="results folder"):
+        run_sweep(img, tmp_path / "afile", trials=1, iters=5)
 
 
 def test_cli_json_and_errors(img: Path, tmp_path: Path) -> None:
