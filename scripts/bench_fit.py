@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from kancoin import threads
-from kancoin.bitstream import FileHeader, read_bytes, write_bytes
+from kancoin.bitstream import read_bytes
 from kancoin.decode import decode_bytes
+from kancoin.encode import EncodeOptions, plan, serialise_bytes
 from kancoin.kan import KAN, KANLinear
 from kancoin.models import build_model, export_tensors
 from kancoin.quant import quantize_tensor
@@ -57,8 +58,16 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "data" / "kodim23.png"  # 768x512; random pixels if missing
 
 
+SPECS = ("default", "fixed9")
+SPEC = {"name": "default"}  # set from --spec in main
+
+
 def kan_spec():
-    return choose_kan(HEIGHT, WIDTH, CHANNELS, BPP, BITS)
+    """The architecture ``kancoin encode`` picks for a 768x512 RGB image at 0.3 bpp: with the
+    default options (range coding), or with fixed 9-bit coding (``--spec fixed9``)."""
+    if SPEC["name"] == "fixed9":
+        return choose_kan(HEIGHT, WIDTH, CHANNELS, BPP, BITS)
+    return plan((HEIGHT, WIDTH, CHANNELS), EncodeOptions(bpp=BPP))
 
 
 def make_kan(backend: str) -> KAN:
@@ -128,63 +137,76 @@ def batches(device: torch.device, n: int, seed: int = 0) -> list[tuple[torch.Ten
     return out
 
 
-def time_steps(
-    model: torch.nn.Module, device: torch.device, warmup: int, runs: int, steps_per_run: int
-) -> list[float]:
-    """ms per step (forward + backward + Adam) of each run, after warm-up."""
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = batches(device, 4)
+class StepTimer:
+    """One model's training step (forward + backward + Adam, fused as in ``kancoin.fit``)."""
 
-    def step(i: int) -> None:
-        x, y = data[i % len(data)]
-        loss = torch.mean((model(x) - y) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    times = []
-    for r in range(runs):
-        sync(device)
-        t0 = time.perf_counter()
-        for i in range(steps_per_run):
-            step(r * steps_per_run + i)
-        sync(device)
-        times.append(1000 * (time.perf_counter() - t0) / steps_per_run)
-    return times
-
-
-def bench_steps(names: list[str], n_threads: int, device: torch.device, args) -> dict:
-    out = {}
-    for name in names:
+    def __init__(self, name: str, n_threads: int, device: torch.device, args) -> None:
         arch, make = MODELS[name]
         if name in ("reference", "dense") and args.baseline_policy == "torch":
             arch = "siren"  # torch N threads
-        policy = apply_policy(arch, n_threads)
+        self.arch, self.n_threads, self.device = arch, n_threads, device
+        self.policy = apply_policy(arch, n_threads)
         torch.manual_seed(0)
-        model = make()
-        slow = name == "reference"
-        runs = args.ref_runs if slow else args.runs
-        steps = 1 if slow else args.steps
-        warmup = 1 if slow else args.warmup
-        times = time_steps(model, device, warmup, runs, steps)
-        backend = "siren"
-        if isinstance(model, KAN):
+        self.model = make().to(device).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
+        self.data = batches(device, 4)
+        self.i = 0
+        self.backend = "siren"
+        if isinstance(self.model, KAN):
             probe = torch.zeros(1, 2, device=device)
-            backend = model.layers[0].resolve_backend(probe)
+            self.backend = self.model.layers[0].resolve_backend(probe)
+
+    def step(self) -> None:
+        x, y = self.data[self.i % len(self.data)]
+        self.i += 1
+        loss = torch.mean((self.model(x) - y) ** 2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def run(self, steps: int) -> float:
+        """ms per step over ``steps`` steps (thread policy applied first)."""
+        apply_policy(self.arch, self.n_threads)
+        sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync(self.device)
+        return 1000 * (time.perf_counter() - t0) / steps
+
+
+def bench_steps(names: list[str], n_threads: int, device: torch.device, args) -> dict:
+    """Interleaved timing: each run times every model in turn, so a slow spell of the host
+    (this VM's step times drift by 2x over minutes) hits all of them alike; the ratios are
+    the medians of the per-run ratios."""
+    timers = {name: StepTimer(name, n_threads, device, args) for name in names}
+    slow = {"reference"}
+    for name, t in timers.items():
+        t.run(1 if name in slow else args.warmup)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.runs):
+        for name, t in timers.items():
+            if name in slow and r >= args.ref_runs:
+                continue
+            times[name].append(t.run(1 if name in slow else args.steps))
+    out = {}
+    for name, t in timers.items():
         out[name] = {
-            "ms": statistics.median(times),
-            "min_ms": min(times),
-            "runs": runs,
-            "steps_per_run": steps,
-            "backend": backend,
-            "params": sum(p.numel() for p in model.parameters()),
-            **policy,
+            "ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "runs": len(times[name]),
+            "steps_per_run": 1 if name in slow else args.steps,
+            "backend": t.backend,
+            "params": sum(p.numel() for p in t.model.parameters()),
+            **t.policy,
         }
-        del model
+    if "ours" in times:
+        ours = times["ours"]
+        out["paired_ratio"] = {
+            other: statistics.median(a / b for a, b in zip(ours, times[other], strict=False))
+            for other in names
+            if other != "ours"
+        }
     return out
 
 
@@ -258,7 +280,8 @@ def check_equal(device: torch.device) -> dict:
 
 
 def kc_bytes() -> bytes:
-    """A .kc file of the benchmark spec with untrained (quantized) weights."""
+    """A .kc file of the benchmark spec with untrained (quantized) weights; range-coded for the
+    default spec (decode includes the range decoder), fixed 9-bit for ``--spec fixed9``."""
     spec = kan_spec()
     torch.manual_seed(0)
     model = build_model(spec)
@@ -267,8 +290,8 @@ def kc_bytes() -> bytes:
         q, qp = quantize_tensor(w, BITS)
         qtensors.append(q)
         qparams.append(qp)
-    header = FileHeader(HEIGHT, WIDTH, BITS, spec, tuple(qparams))
-    return write_bytes(header, qtensors)
+    coding = 0 if SPEC["name"] == "fixed9" else 1
+    return serialise_bytes((HEIGHT, WIDTH, CHANNELS), spec, BITS, coding, qtensors, qparams)
 
 
 def bench_decode(n_threads: int, args) -> dict:
@@ -354,7 +377,7 @@ def peak_child(what: str, n_threads: int, device: str, kc_path: str | None) -> d
     was_reset = reset_peak_rss()
     t0 = time.perf_counter()
     if what == "encode":
-        opts = EncodeOptions(bpp=BPP, bits=BITS, iters=50, device=device, threads=n_threads)
+        opts = EncodeOptions(bpp=BPP, iters=50, device=device, threads=n_threads)
         res = encode_pixels(inputs, opts)
         extra = {"file_bytes": res.file_bytes, "psnr": res.psnr}
     else:
@@ -394,6 +417,8 @@ def bench_peak(n_threads: int, device: torch.device) -> dict:
                 device.type,
                 "--kc",
                 str(kc),
+                "--spec",
+                SPEC["name"],
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
@@ -401,6 +426,35 @@ def bench_peak(n_threads: int, device: torch.device) -> dict:
                 continue
             out[what] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
+
+
+# --- encode at equal steps ---------------------------------------------------------------------
+
+
+def bench_encode(n_threads: int, device: torch.device, steps: int, repeats: int) -> dict:
+    """``encode_pixels`` of the 768x512 image with ``--arch kan`` and ``--arch siren`` (each its
+    default architecture and options, ``--iters steps``), in turn, ``repeats`` times: seconds
+    of the whole encode (fit, best-checkpoint renders, QAT, rate control, decode check)."""
+    from kancoin.encode import encode_pixels
+
+    pixels = image_pixels()
+    secs: dict[str, list[float]] = {"kan": [], "siren": []}
+    psnr = {}
+    for _ in range(repeats):
+        for arch in secs:
+            opts = EncodeOptions(
+                bpp=BPP, arch=arch, iters=steps, device=device.type, threads=n_threads
+            )
+            res = encode_pixels(pixels, opts)
+            secs[arch].append(res.encode_seconds)
+            psnr[arch] = res.psnr
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        **{f"{a}_s": statistics.median(v) for a, v in secs.items()},
+        **{f"{a}_psnr": p for a, p in psnr.items()},
+        "ratio": statistics.median(a / b for a, b in zip(secs["kan"], secs["siren"])),
+    }
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -425,7 +479,8 @@ def print_report(result: dict) -> None:
         print(f"GPU: {meta['gpu']}")
     print(
         f"step = forward + backward + Adam, batch {BATCH} of a {WIDTH}x{HEIGHT} grid; "
-        f"median of runs after warm-up; baseline policy: {meta['baseline_policy']}"
+        f"median of runs after warm-up, models timed in turn; baseline policy: "
+        f"{meta['baseline_policy']}; fused Adam"
     )
     for block in result["threads"]:
         n = block["threads"]
@@ -437,26 +492,35 @@ def print_report(result: dict) -> None:
             f"{'min':>8} {'runs':>6}"
         )
         for name, r in steps.items():
+            if name == "paired_ratio":
+                continue
             thr = f"{r['torch_threads']}/{r['numba_threads']}"
             runs = f"{r['runs']}x{r['steps_per_run']}"
             print(
                 f"{name:<10} {r['backend']:<10} {thr:>15} {r['ms']:>9.2f} {r['min_ms']:>8.2f} "
                 f"{runs:>6}"
             )
-        if "ours" in steps:
-            ours = steps["ours"]["ms"]
+        if "paired_ratio" in steps:
             parts = [
-                f"ours/{k} = {ratio(ours, steps[k]['ms'])}  ({steps[k]['ms'] / ours:.1f}x)"
-                for k in ("reference", "siren", "dense")
-                if k in steps
+                f"ours/{k} = {r:.3f}  ({1 / r:.1f}x)" for k, r in steps["paired_ratio"].items()
             ]
-            print("ratios (ms ours / ms other; speed-up in brackets): " + ";  ".join(parts))
+            print(
+                "ratios (median over runs of ms ours / ms other, timed in turn; speed-up in "
+                "brackets): " + ";  ".join(parts)
+            )
         if "decode" in block:
             d = block["decode"]
             print(
                 f"decode 768x512 (.kc {d['file_bytes']} B): {d['ms']:.1f} ms median "
                 f"(min {d['min_ms']:.1f}; of which parse {d['parse_ms']:.1f} ms), "
                 f"torch/numba thr {d['torch_threads']}/{d['numba_threads']}"
+            )
+        if "encode" in block:
+            e = block["encode"]
+            print(
+                f"encode 768x512 at {e['steps']} steps (median of {e['repeats']}, in turn): "
+                f"kan {e['kan_s']:.1f} s ({e['kan_psnr']:.2f} dB), siren {e['siren_s']:.1f} s "
+                f"({e['siren_psnr']:.2f} dB); kan/siren = {e['ratio']:.3f}"
             )
         for what, p in block.get("peak", {}).items():
             if "error" in p:
@@ -496,6 +560,12 @@ def main() -> None:
         default="ours,reference,dense,siren",
         help="comma-separated subset of " + ",".join(MODELS),
     )
+    ap.add_argument(
+        "--spec",
+        default="default",
+        choices=SPECS,
+        help="KAN architecture: the encoder's default (range coding) or fixed 9-bit coding's",
+    )
     ap.add_argument("--runs", type=int, default=7, help="timed runs (median reported)")
     ap.add_argument("--steps", type=int, default=5, help="steps per timed run")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up steps / decodes")
@@ -508,6 +578,13 @@ def main() -> None:
     )
     ap.add_argument("--no-peak", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument(
+        "--encode-steps",
+        type=int,
+        default=0,
+        help="also time kancoin's encode of the image with --arch kan / siren at this many steps",
+    )
+    ap.add_argument("--encode-repeats", type=int, default=2, help="encodes per arch, in turn")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead")
     ap.add_argument("--peak", choices=("encode", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--kc", help=argparse.SUPPRESS)
@@ -527,6 +604,7 @@ def main() -> None:
     unknown = set(names) - set(MODELS)
     if unknown:
         sys.exit(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
+    SPEC["name"] = args.spec
     counts = [1, 2] if args.sweep_threads else [args.threads or threads.usable_cores()]
 
     spec = kan_spec()
@@ -549,6 +627,8 @@ def main() -> None:
             block["decode"] = bench_decode(n, args)
         if not args.no_peak:
             block["peak"] = bench_peak(n, device)
+        if args.encode_steps:
+            block["encode"] = bench_encode(n, device, args.encode_steps, args.encode_repeats)
         result["threads"].append(block)
     apply_policy("kan", counts[-1])
     result["equality"] = check_equal(device)

@@ -1,0 +1,31 @@
+"""scripts/bench_fit.py runs end to end (tiny settings) and reports what the README quotes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_fit_smoke() -> None:
+    cmd = [
+        sys.executable, str(ROOT / "scripts" / "bench_fit.py"), "--models", "ours,siren",
+        "--runs", "2", "--steps", "1", "--warmup", "1", "--threads", "1", "--no-peak", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    block = result["threads"][0]
+    steps = block["steps"]
+    assert steps["ours"]["backend"] == "fused" and steps["ours"]["ms"] > 0
+    assert steps["siren"]["ms"] > 0 and steps["ours"]["runs"] == 2
+    # the ratio is measured, from the same runs
+    assert 0 < steps["paired_ratio"]["siren"] < 100
+    assert block["decode"]["ms"] > 0 and block["decode"]["file_bytes"] > 0
+    # the benchmark's KAN is the encoder's default architecture for 768x512 at 0.3 bpp
+    assert result["meta"]["spec"].startswith("KAN 2-")
+    for check in result["equality"].values():
+        assert check["out_max_abs"] < 1e-2 * max(1.0, check["out_max_ref"])
