@@ -67,7 +67,18 @@ def render(
     coords = coordinates(height, width)
     outs = []
     with torch.no_grad():
-        for start in range(0, coords.shape[0], chunk):
-            pred = model(coords[start : start + chunk].to(device))
-            outs.append(torch.round(pred.clamp(0.0, 1.0) * 255.0).to(torch.uint8))
+        terms = None
+        if isinstance(model, KAN) and torch.device(device).type == "cpu":
+            terms = model.grid_terms(coords[:width, 0], coords[::width, 1])
+        if terms is not None:  # separable first layer: the same numbers, W + H evaluations
+            tx, ty = terms
+            rows = max(1, chunk // width)
+            for r in range(0, height, rows):
+                h = (ty[r : r + rows, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
+                pred = model.forward_from_first(h)
+                outs.append(torch.round(pred.clamp(0.0, 1.0) * 255.0).to(torch.uint8))
+        else:
+            for start in range(0, coords.shape[0], chunk):
+                pred = model(coords[start : start + chunk].to(device))
+                outs.append(torch.round(pred.clamp(0.0, 1.0) * 255.0).to(torch.uint8))
     return torch.cat(outs).reshape(height, width, -1)

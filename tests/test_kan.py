@@ -146,3 +146,48 @@ def test_parameter_count_formula() -> None:
 def test_layer_rejects_unknown_backend() -> None:
     with pytest.raises(ValueError):
         KANLinear(2, 3, backend="magic")
+
+
+@pytest.mark.parametrize("node_bias", [False, True])
+def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
+    """render() evaluates the first layer once per column and row (W + H points) and adds the
+    two terms: the pixels must be those of the per-pixel network, bit for bit, including
+    points where the rounding to uint8 is closest to a tie."""
+    from kancoin.grid import coordinates
+    from kancoin.models import render
+
+    torch.manual_seed(1)
+    model = KAN((2, 9, 7, 3), 13, 3, node_bias=node_bias)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.spline_weight.normal_(0.0, 0.4)
+            if node_bias:
+                layer.bias.uniform_(-0.2, 0.6)
+    model.eval()
+    height, width = 37, 53
+    coords = coordinates(height, width)
+    assert model.grid_terms(coords[:width, 0], coords[::width, 1]) is not None
+    with torch.no_grad():
+        direct = model(coords)
+    expected = torch.round(direct.clamp(0, 1) * 255).to(torch.uint8).reshape(height, width, 3)
+    for chunk in (1 << 16, 100):  # one block, and blocks of one row
+        got = render(model, height, width, chunk=chunk)
+        assert torch.equal(got, expected)
+    # the float outputs themselves agree bit for bit
+    tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
+    with torch.no_grad():
+        h = (ty[:, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
+        assert torch.equal(model.forward_from_first(h), direct)
+
+
+def test_render_falls_back_where_not_separable() -> None:
+    from kancoin.grid import coordinates
+
+    coords = coordinates(4, 5)
+    xs, ys = coords[:5, 0], coords[::5, 1]
+    dense = KAN((2, 4, 3), 5, 3, backend="dense")
+    assert dense.grid_terms(xs, ys) is None  # not the fused kernel: sums in another order
+    rbf = KAN((2, 4, 3), 5, 3, basis="rbf")
+    assert rbf.grid_terms(xs, ys) is None
+    quadratic = KAN((2, 4, 3), 5, 2)  # the generic kernel adds row by row: not separable
+    assert quadratic.grid_terms(xs, ys) is None
