@@ -13,6 +13,7 @@ from torch import nn
 
 from kancoin import qat
 from kancoin.grid import coordinates, targets
+from kancoin.kan import KAN
 from kancoin.metrics import psnr_from_mse
 from kancoin.models import render
 from kancoin.quant import QuantParams
@@ -73,6 +74,31 @@ def _cosine(step: int, total: int, lr: float, final_frac: float) -> float:
     return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def pixel_predictor(
+    model: nn.Module,
+    height: int,
+    width: int,
+    device: torch.device,
+    train_model: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """idx (N,) row-major pixel indices -> the network's output at those pixels (N, C), with
+    gradients. A CPU B-spline KAN's first layer is separable on the pixel grid: its W + H
+    terms, gathered per pixel, are bit for bit its per-sample sums (``KAN.grid_terms``), so
+    the first layer costs W + H evaluations per step instead of one per sample and input.
+    ``train_model`` (e.g. a compiled model) is used on the other path."""
+    coords = coordinates(height, width).to(device)
+    run = train_model or model
+    if device.type == "cpu" and run is model and isinstance(model, KAN) and model.grid_separable():
+        xs, ys = coords[:width, 0].contiguous(), coords[::width, 1].contiguous()
+
+        def separable(idx: torch.Tensor) -> torch.Tensor:
+            tx, ty = model.grid_terms(xs, ys)
+            return model.forward_from_first(tx[idx % width] + ty[idx // width])
+
+        return separable
+    return lambda idx: run(coords[idx])
+
+
 def fit(
     model: nn.Module,
     pixels: np.ndarray,
@@ -92,7 +118,6 @@ def fit(
     """
     height, width, _ = pixels.shape
     n_pixels = height * width
-    coords = coordinates(height, width).to(device)
     target = targets(pixels).to(device)
     reference = torch.from_numpy(pixels).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -130,6 +155,7 @@ def fit(
         # A KAN step on a GPU is launch-bound (dozens of tiny kernels): compiling the training
         # forward/backward (CUDA graphs with "reduce-overhead") removes most of that.
         train_model = torch.compile(model, mode=cfg.compile) if cfg.compile else model
+        predict = pixel_predictor(model, height, width, device, train_model)
         best_psnr, best_step = -math.inf, offset
         best_state = snapshot() if keep_best else {}
         if eval_start:
@@ -138,11 +164,11 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr_fn(step - 1)
             idx = torch.randint(0, n_pixels, (batch,), device=device, generator=gen)
-            x, t = coords[idx], target[idx]
+            t = target[idx]
 
-            def closure(x: torch.Tensor = x, t: torch.Tensor = t) -> torch.Tensor:
+            def closure(idx: torch.Tensor = idx, t: torch.Tensor = t) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                loss = torch.mean((train_model(x) - t) ** 2)
+                loss = torch.mean((predict(idx) - t) ** 2)
                 loss.backward()
                 return loss
 

@@ -374,24 +374,22 @@ class KANLinear(KANLayer):
             return "fused"
         return "dense"
 
-    def edges_of_input(self, values: torch.Tensor, i: int) -> torch.Tensor | None:
-        """The fused kernel's sum over input ``i`` alone: values (M,) -> (M, O), bit for bit
-        the term input ``i`` adds to ``edges`` (the cubic kernel's sum starts from 0 and adds
-        one whole edge value per input, so for two inputs ``edges`` is exactly term 0 + term 1;
-        the generic kernel adds row by row, which does not split). None where that kernel is
-        not the backend."""
-        if self.resolve_backend(values) != "fused" or values.requires_grad:
-            return None
-        if self.spline_order != 3:
-            return None
+    def splits_by_input(self) -> bool:
+        """True where ``edges`` of a CPU float32 batch is, bit for bit, the sum of the terms of
+        each input in order (``edges_of_input``): the fused cubic kernel starts its sum from 0
+        and adds one whole edge value per input (the generic kernel adds row by row)."""
+        probe = torch.zeros(1, self.in_features)
+        return self.spline_order == 3 and self.resolve_backend(probe) == "fused"
+
+    def edges_of_input(self, values: torch.Tensor, i: int) -> torch.Tensor:
+        """The term input ``i`` adds to ``edges``: values (M,) -> (M, O), through the fused
+        kernel, differentiable w.r.t. the weights (needs ``splits_by_input``)."""
         g0, inv_h = _grid_position(self.grid_size, self.spline_order, self.grid_range)
-        table = spline_table(self.base_weight, self.scaled_spline_weight(), self.spline_order)
-        x = values.reshape(-1, 1).contiguous()
-        y = torch.empty(x.shape[0], self.out_features, dtype=torch.float32)
-        _kernels.kan_forward_cubic(
-            x.numpy(), table[i : i + 1].contiguous().numpy(), g0, inv_h, y.numpy(), 1
-        )
-        return y
+        coef = self.scaled_spline_weight()[:, i : i + 1]
+        return _FusedKAN.apply(
+            values.reshape(-1, 1).contiguous(), self.base_weight[:, i : i + 1], coef,
+            self.spline_order, g0, inv_h,
+        )  # fmt: skip
 
     def edges(self, x: torch.Tensor) -> torch.Tensor:
         backend = self.resolve_backend(x)
@@ -624,21 +622,23 @@ class KAN(nn.Module):
             x = layer(x)
         return x
 
-    def grid_terms(
-        self, xs: torch.Tensor, ys: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The first layer on a pixel grid is separable: its output at (x, y) is
-        term_x(x) + term_y(y) (+ node bias). xs (W,), ys (H,) -> ((W, O), (H, O)), or None
-        where that does not hold bit for bit (not a fused cubic B-spline first layer, or it
-        has LayerNorm). Rendering then costs W + H first-layer evaluations instead of W·H."""
+    def grid_separable(self) -> bool:
+        """The first layer on a pixel grid is separable: its edge sums at (x, y) are
+        term_x(x) + term_y(y), bit for bit (``grid_terms``), for a fused cubic B-spline first
+        layer without LayerNorm (CPU)."""
         first = self.layers[0]
-        if not isinstance(first, KANLinear) or first.in_features != 2 or first.has_layernorm:
-            return None
-        tx = first.edges_of_input(xs, 0)
-        ty = first.edges_of_input(ys, 1)
-        if tx is None or ty is None:
-            return None
-        return tx, ty
+        return (
+            isinstance(first, KANLinear)
+            and first.in_features == 2
+            and not first.has_layernorm
+            and first.splits_by_input()
+        )
+
+    def grid_terms(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """xs (W,), ys (H,) -> the first layer's terms ((W, O), (H, O)); differentiable. The
+        edge sums at pixel (r, c) are term_x[c] + term_y[r]: W + H evaluations, not W·H."""
+        first = self.layers[0]
+        return first.edges_of_input(xs, 0), first.edges_of_input(ys, 1)
 
     def forward_from_first(self, h: torch.Tensor) -> torch.Tensor:
         """The network after the first layer's edge sums h (N, O1): node bias, then the rest."""

@@ -67,11 +67,9 @@ def render(
     coords = coordinates(height, width)
     outs = []
     with torch.no_grad():
-        terms = None
-        if isinstance(model, KAN) and torch.device(device).type == "cpu":
-            terms = model.grid_terms(coords[:width, 0], coords[::width, 1])
-        if terms is not None:  # separable first layer: the same numbers, W + H evaluations
-            tx, ty = terms
+        if isinstance(model, KAN) and torch.device(device).type == "cpu" and model.grid_separable():
+            # separable first layer: the same numbers from W + H evaluations
+            tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
             rows = max(1, chunk // width)
             for r in range(0, height, rows):
                 h = (ty[r : r + rows, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])

@@ -7,13 +7,18 @@
 
 Measures, after warm-up, the median over several runs of:
 
-- ms per training step (forward + backward + Adam; batch of 10,000 random pixel coordinates of a
-  768x512 image in [-1, 1], MSE to random targets) for
-  ours       ``build_model(choose_kan(512, 768, 3, 0.3, 9))``, backend auto (fused numba on CPU),
+- ms per training step (forward + backward + fused Adam; batch of 10,000 random pixels of a
+  768x512 image, MSE to random targets, taken as ``kancoin.fit`` takes it: pixel indices through
+  ``fit.pixel_predictor``) for
+  ours       ``build_model(plan(...))``: the encoder's default KAN for 768x512 at 0.3 bpp (range
+             coding; ``--spec fixed9``: fixed 9-bit coding's), backend auto (fused numba on CPU),
   reference  the same KAN with efficient-kan's Cox–de Boor dense basis (``backend="reference"``),
   dense      the same KAN with the torch closed-form basis (``backend="dense"``),
   siren      COIN's SIREN 10x28;
-- decode time of a 768x512 ``.kc`` file (untrained weights, 9 bits), through ``decode_bytes``;
+  the models are timed in turn within each run and the ratios are medians of per-run ratios;
+- decode time of a 768x512 ``.kc`` file (untrained weights), through ``decode_bytes``;
+- with ``--encode-steps N``: the whole ``encode_pixels`` of kodim23 with ``--arch kan`` and
+  ``--arch siren`` at N steps each;
 - peak RSS of an encode (50 iterations) and of a decode, each in its own subprocess
   (``--peak encode|decode``, used internally).
 
@@ -44,6 +49,8 @@ from kancoin import threads
 from kancoin.bitstream import read_bytes
 from kancoin.decode import decode_bytes
 from kancoin.encode import EncodeOptions, plan, serialise_bytes
+from kancoin.fit import pixel_predictor
+from kancoin.grid import coordinates
 from kancoin.kan import KAN, KANLinear
 from kancoin.models import build_model, export_tensors
 from kancoin.quant import quantize_tensor
@@ -125,15 +132,21 @@ def apply_policy(arch: str, n: int) -> dict:
 
 def batches(device: torch.device, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """n (coords, targets) batches of random pixels of the 768x512 grid, coords in [-1, 1]."""
+    return [
+        (coordinates(HEIGHT, WIDTH)[idx].to(device), t) for idx, t in pixel_batches(device, n, seed)
+    ]
+
+
+def pixel_batches(
+    device: torch.device, n: int, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """n (pixel indices, targets) batches of random pixels of the 768x512 grid."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
         idx = torch.randint(0, HEIGHT * WIDTH, (BATCH,), generator=gen)
-        xs = (idx % WIDTH).float() / (WIDTH - 1) * 2 - 1
-        ys = (idx // WIDTH).float() / (HEIGHT - 1) * 2 - 1
-        coords = torch.stack([xs, ys], dim=1).contiguous()
         target = torch.rand(BATCH, CHANNELS, generator=gen)
-        out.append((coords.to(device), target.to(device)))
+        out.append((idx.to(device), target.to(device)))
     return out
 
 
@@ -149,7 +162,9 @@ class StepTimer:
         torch.manual_seed(0)
         self.model = make().to(device).train()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
-        self.data = batches(device, 4)
+        # a training step as kancoin.fit takes it: pixel indices -> outputs
+        self.predict = pixel_predictor(self.model, HEIGHT, WIDTH, device)
+        self.data = pixel_batches(device, 4)
         self.i = 0
         self.backend = "siren"
         if isinstance(self.model, KAN):
@@ -159,7 +174,7 @@ class StepTimer:
     def step(self) -> None:
         x, y = self.data[self.i % len(self.data)]
         self.i += 1
-        loss = torch.mean((self.model(x) - y) ** 2)
+        loss = torch.mean((self.predict(x) - y) ** 2)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -166,7 +166,7 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
     model.eval()
     height, width = 37, 53
     coords = coordinates(height, width)
-    assert model.grid_terms(coords[:width, 0], coords[::width, 1]) is not None
+    assert model.grid_separable()
     with torch.no_grad():
         direct = model(coords)
     expected = torch.round(direct.clamp(0, 1) * 255).to(torch.uint8).reshape(height, width, 3)
@@ -181,13 +181,41 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
 
 
 def test_render_falls_back_where_not_separable() -> None:
+    dense = KAN((2, 4, 3), 5, 3, backend="dense")
+    assert not dense.grid_separable()  # not the fused kernel: sums in another order
+    assert not KAN((2, 4, 3), 5, 3, basis="rbf").grid_separable()
+    # the generic kernel adds row by row: not separable bit for bit
+    assert not KAN((2, 4, 3), 5, 2).grid_separable()
+    assert KAN((2, 4, 3), 5, 3).grid_separable()
+
+
+def test_pixel_grid_training_path_matches_per_sample() -> None:
+    """fit's separable path (first-layer terms on W + H coordinates, gathered per pixel)
+    gives the per-sample forward bit for bit and the same gradients (up to summation order)."""
     from kancoin.grid import coordinates
 
-    coords = coordinates(4, 5)
-    xs, ys = coords[:5, 0], coords[::5, 1]
-    dense = KAN((2, 4, 3), 5, 3, backend="dense")
-    assert dense.grid_terms(xs, ys) is None  # not the fused kernel: sums in another order
-    rbf = KAN((2, 4, 3), 5, 3, basis="rbf")
-    assert rbf.grid_terms(xs, ys) is None
-    quadratic = KAN((2, 4, 3), 5, 2)  # the generic kernel adds row by row: not separable
-    assert quadratic.grid_terms(xs, ys) is None
+    height, width = 23, 31
+    coords = coordinates(height, width)
+    xs, ys = coords[:width, 0].contiguous(), coords[::width, 1].contiguous()
+    idx = torch.randint(0, height * width, (3000,), generator=torch.Generator().manual_seed(2))
+    grads = []
+    outs = []
+    for separable in (False, True):
+        torch.manual_seed(4)
+        model = KAN((2, 6, 5, 3), 9, 3, node_bias=True)
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.spline_weight.normal_(0.0, 0.3)
+                layer.spline_scaler.uniform_(0.5, 1.5)
+        if separable:
+            tx, ty = model.grid_terms(xs, ys)
+            out = model.forward_from_first(tx[idx % width] + ty[idx // width])
+        else:
+            out = model(coords[idx])
+        (out * torch.linspace(-1, 1, 3)).sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert torch.equal(outs[0], outs[1])
+    for name, g in grads[0].items():
+        scale = g.abs().max().clamp_min(1e-6)
+        assert (grads[1][name] - g).abs().max() / scale < 1e-5, name
