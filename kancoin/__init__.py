@@ -1,3 +1,3 @@
 """kancoin: KAN implicit neural representations as an image codec."""
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"

@@ -104,7 +104,7 @@ def encode(
     bpp: Annotated[float, typer.Option(help="Target bits per pixel for the whole file.")] = 0.3,
     bits: Annotated[
         int | None,
-        typer.Option(help="Quantization bits \\[default: KAN 8 range / 9 fixed, SIREN 16]."),
+        typer.Option(help="Quantization bits \\[default: KAN 9, SIREN 16]."),
     ] = None,
     arch: Annotated[str, typer.Option(help="Network: kan or siren.")] = "kan",
     effort: Effort = "default",

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Baselines, comma list: jpeg,webp,jpeg2000,avif.")
         ] = None,
         bits: Annotated[
-            int | None, typer.Option(help="Weight bits \\[default: 8 KAN, 16 SIREN].")
+            int | None, typer.Option(help="Weight bits \\[default: 9 KAN, 16 SIREN].")
         ] = None,
         effort: Effort = "default",
         iters: Iters = None,

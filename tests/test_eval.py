@@ -54,7 +54,7 @@ def test_schema_and_resume(images_dir, tmp_path, monkeypatch):
     assert all(r["steps"] == 20 and r["params"] > 0 for r in kan)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert {e["name"] for e in summary} == {"jpeg", "kan-8bit-20it-seed0-cpu"}
+    assert {e["name"] for e in summary} == {"jpeg", "kan-9bit-20it-seed0-cpu"}
     for e in summary:
         assert set(e) >= {"name", "description", "results"}
         res = e["results"]
