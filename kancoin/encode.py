@@ -34,7 +34,7 @@ from kancoin.spec import BASES, ModelSpec
 
 # Bits of the quantization range. Fixed coding: the paper's 9 for a KAN, COIN's 16 for a SIREN.
 # Range coding: the step is then scaled to fill the budget, so these only set where the search
-# starts and the architecture's size estimate (KAN measured best from 8).
+# starts and the architecture's size estimate (KAN: measured below).
 DEFAULT_BITS = {"kan": 9, "siren": 16}
 # KAN with range coding: 9 bits, so the network is sized for 9 - 3 = 6 coded bits per weight.
 # Measured (kodim03 + kodim23, default preset, README "Bits per weight"): 7 bits 29.86 dB,

@@ -13,9 +13,8 @@ from torch import nn
 
 from kancoin import qat
 from kancoin.grid import coordinates, targets
-from kancoin.kan import KAN
 from kancoin.metrics import psnr_from_mse
-from kancoin.models import render
+from kancoin.models import render, separable_on_grid
 from kancoin.quant import QuantParams
 from kancoin.spec import ModelSpec
 
@@ -88,7 +87,7 @@ def pixel_predictor(
     ``train_model`` (e.g. a compiled model) is used on the other path."""
     coords = coordinates(height, width).to(device)
     run = train_model or model
-    if device.type == "cpu" and run is model and isinstance(model, KAN) and model.grid_separable():
+    if run is model and separable_on_grid(model, device):
         xs, ys = coords[:width, 0].contiguous(), coords[::width, 1].contiguous()
 
         def separable(idx: torch.Tensor) -> torch.Tensor:

@@ -385,7 +385,7 @@ class KANLinear(KANLayer):
         """The term input ``i`` adds to ``edges``: values (M,) -> (M, O), through the fused
         kernel, differentiable w.r.t. the weights (needs ``splits_by_input``)."""
         g0, inv_h = _grid_position(self.grid_size, self.spline_order, self.grid_range)
-        coef = self.scaled_spline_weight()[:, i : i + 1]
+        coef = self.spline_weight[:, i : i + 1] * self.spline_scaler[:, i : i + 1, None]
         return _FusedKAN.apply(
             values.reshape(-1, 1).contiguous(), self.base_weight[:, i : i + 1], coef,
             self.spline_order, g0, inv_h,

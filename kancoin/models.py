@@ -55,6 +55,12 @@ def load_tensors(model: nn.Module, spec: ModelSpec, arrays: list[np.ndarray]) ->
                 layer.linear.bias.copy_(torch.from_numpy(next(it)))
 
 
+def separable_on_grid(model: nn.Module, device: str | torch.device) -> bool:
+    """A CPU B-spline KAN whose first layer splits on the pixel grid (``KAN.grid_terms``):
+    rendering and training then evaluate that layer on W + H coordinates, not per pixel."""
+    return isinstance(model, KAN) and torch.device(device).type == "cpu" and model.grid_separable()
+
+
 def render(
     model: nn.Module,
     height: int,
@@ -67,8 +73,7 @@ def render(
     coords = coordinates(height, width)
     outs = []
     with torch.no_grad():
-        if isinstance(model, KAN) and torch.device(device).type == "cpu" and model.grid_separable():
-            # separable first layer: the same numbers from W + H evaluations
+        if separable_on_grid(model, device):  # the same numbers from W + H evaluations
             tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
             rows = max(1, chunk // width)
             for r in range(0, height, rows):

@@ -132,9 +132,8 @@ def apply_policy(arch: str, n: int) -> dict:
 
 def batches(device: torch.device, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """n (coords, targets) batches of random pixels of the 768x512 grid, coords in [-1, 1]."""
-    return [
-        (coordinates(HEIGHT, WIDTH)[idx].to(device), t) for idx, t in pixel_batches(device, n, seed)
-    ]
+    coords = coordinates(HEIGHT, WIDTH)
+    return [(coords[idx].to(device), t) for idx, t in pixel_batches(device, n, seed)]
 
 
 def pixel_batches(
@@ -190,10 +189,11 @@ class StepTimer:
         return 1000 * (time.perf_counter() - t0) / steps
 
 
-def bench_steps(names: list[str], n_threads: int, device: torch.device, args) -> dict:
+def bench_steps(names: list[str], n_threads: int, device: torch.device, args) -> tuple[dict, dict]:
     """Interleaved timing: each run times every model in turn, so a slow spell of the host
-    (this VM's step times drift by 2x over minutes) hits all of them alike; the ratios are
-    the medians of the per-run ratios."""
+    (this VM's step times drift by 2x over minutes) hits all of them alike. Returns the
+    per-model times and the ratios ours / other, medians of the per-run ratios (the reference
+    runs only in the first ``--ref-runs`` runs: paired with ours of those runs)."""
     timers = {name: StepTimer(name, n_threads, device, args) for name in names}
     slow = {"reference"}
     for name, t in timers.items():
@@ -215,14 +215,15 @@ def bench_steps(names: list[str], n_threads: int, device: torch.device, args) ->
             "params": sum(p.numel() for p in t.model.parameters()),
             **t.policy,
         }
+    ratios = {}
     if "ours" in times:
         ours = times["ours"]
-        out["paired_ratio"] = {
+        ratios = {
             other: statistics.median(a / b for a, b in zip(ours, times[other], strict=False))
             for other in names
             if other != "ours"
         }
-    return out
+    return out, ratios
 
 
 # --- equality -----------------------------------------------------------------------------------
@@ -475,10 +476,6 @@ def bench_encode(n_threads: int, device: torch.device, steps: int, repeats: int)
 # --- report ------------------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.3f}" if b else "-"
-
-
 def print_report(result: dict) -> None:
     meta = result["meta"]
     print(
@@ -507,18 +504,14 @@ def print_report(result: dict) -> None:
             f"{'min':>8} {'runs':>6}"
         )
         for name, r in steps.items():
-            if name == "paired_ratio":
-                continue
             thr = f"{r['torch_threads']}/{r['numba_threads']}"
             runs = f"{r['runs']}x{r['steps_per_run']}"
             print(
                 f"{name:<10} {r['backend']:<10} {thr:>15} {r['ms']:>9.2f} {r['min_ms']:>8.2f} "
                 f"{runs:>6}"
             )
-        if "paired_ratio" in steps:
-            parts = [
-                f"ours/{k} = {r:.3f}  ({1 / r:.1f}x)" for k, r in steps["paired_ratio"].items()
-            ]
+        if block["ratios"]:
+            parts = [f"ours/{k} = {r:.3f}  ({1 / r:.1f}x)" for k, r in block["ratios"].items()]
             print(
                 "ratios (median over runs of ms ours / ms other, timed in turn; speed-up in "
                 "brackets): " + ";  ".join(parts)
@@ -637,7 +630,8 @@ def main() -> None:
         meta["gpu"] = torch.cuda.get_device_name(device)
     result: dict = {"meta": meta, "threads": []}
     for n in counts:
-        block: dict = {"threads": n, "steps": bench_steps(names, n, device, args)}
+        steps, ratios = bench_steps(names, n, device, args)
+        block: dict = {"threads": n, "steps": steps, "ratios": ratios}
         if not args.no_decode:
             block["decode"] = bench_decode(n, args)
         if not args.no_peak:

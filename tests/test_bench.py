@@ -23,7 +23,7 @@ def test_bench_fit_smoke() -> None:
     assert steps["ours"]["backend"] == "fused" and steps["ours"]["ms"] > 0
     assert steps["siren"]["ms"] > 0 and steps["ours"]["runs"] == 2
     # the ratio is measured, from the same runs
-    assert 0 < steps["paired_ratio"]["siren"] < 100
+    assert 0 < block["ratios"]["siren"] < 100
     assert block["decode"]["ms"] > 0 and block["decode"]["file_bytes"] > 0
     # the benchmark's KAN is the encoder's default architecture for 768x512 at 0.3 bpp
     assert result["meta"]["spec"].startswith("KAN 2-")
