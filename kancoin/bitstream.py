@@ -13,7 +13,8 @@ Layout (big-endian, bit-packed, no alignment between fields):
                                  (``entropy``) up to the CRC
     CRC32 (32 bits)                     over all preceding bytes
 
-Older versions are read, never written: version 2 had no ``basis``, ``node_bias`` and
+Older versions are read, never written: version 3 had no ``first_grid_size`` field (every
+layer on ``grid_size``); version 2 also had no ``basis``, ``node_bias`` and
 ``layernorm`` fields (B-spline KANs without either); version 1 also had no ``coding`` and no
 ``t_bits`` fields (fixed-width payload, every tensor at the header's ``bits``).
 
@@ -38,8 +39,8 @@ from kancoin.quant import MAX_BITS, MIN_BITS, QuantParams
 from kancoin.spec import ARCHS, BASES, IN_FEATURES, MAX_SIDE, ModelSpec
 
 MAGIC = b"KANC"
-VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+VERSION = 4
+READ_VERSIONS = (1, 2, 3, 4)
 CODINGS = ("fixed", "range")
 CRC_BITS = 32
 
@@ -95,6 +96,8 @@ KAN_FIELDS = (
     Field("grid_size", "uint:12", 0, 4095,
           doc="grid intervals G (bspline), centres (rbf, rsf), degree (chebyshev), "
               "frequencies (fourier), 0 (tanh)"),
+    Field("first_grid_size", "uint:12", 0, 4095,
+          doc="the first layer's grid intervals G1 (bspline; = grid_size for other bases)"),
     Field("spline_order", "uint:3", 1, 7, doc="B-spline order k (3 for other bases)"),
     Field("grid_lo", "floatbe:32", -1e6, 1e6, doc="grid_range[0]"),
     Field("grid_hi", "floatbe:32", -1e6, 1e6, doc="grid_range[1] (> grid_lo)"),
@@ -122,6 +125,7 @@ def _header_fields(version: int) -> tuple[Field, ...]:
 
 
 _V3_KAN_ONLY = ("basis", "node_bias", "layernorm")
+_V4_KAN_ONLY = ("first_grid_size",)
 
 
 def _tensor_fields(version: int) -> tuple[Field, ...]:
@@ -153,9 +157,8 @@ class FileHeader:
 def _arch_fields(arch: str, version: int = VERSION) -> tuple[Field, ...]:
     if arch != "kan":
         return SIREN_FIELDS
-    if version < 3:
-        return tuple(f for f in KAN_FIELDS if f.name not in _V3_KAN_ONLY)
-    return KAN_FIELDS
+    absent = (_V3_KAN_ONLY if version < 3 else ()) + (_V4_KAN_ONLY if version < 4 else ())
+    return tuple(f for f in KAN_FIELDS if f.name not in absent)
 
 
 def _sections(spec: ModelSpec, coding: int = 0, version: int = VERSION) -> list[Field]:
@@ -223,7 +226,8 @@ def _values(h: FileHeader) -> list[Any]:
     vals += list(spec.hidden)
     if spec.arch == "kan":
         vals += [BASES.index(spec.basis), int(spec.node_bias), int(spec.layernorm)]
-        vals += [spec.grid_size, spec.spline_order, spec.grid_range[0], spec.grid_range[1]]
+        vals += [spec.grid_size, spec.first_grid_size, spec.spline_order]
+        vals += [spec.grid_range[0], spec.grid_range[1]]
     else:
         vals += [spec.w0, spec.w0_initial]
     for qp in h.qparams:
@@ -319,18 +323,29 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
     arch_vals = _read_fields(reader, _arch_fields(arch, version))
     widths = (IN_FEATURES, *hidden, channels)
     if arch == "kan":
-        basis_id, node_bias, layernorm = (0, 0, 0) if version < 3 else arch_vals[:3]
-        grid_size, order, lo, hi = arch_vals[-4:]
+        named = dict(zip((f.name for f in _arch_fields(arch, version)), arch_vals))
+        basis_id = named.get("basis", 0)  # fields an older version lacks: their defaults
+        node_bias, layernorm = named.get("node_bias", 0), named.get("layernorm", 0)
+        grid_size, order = named["grid_size"], named["spline_order"]
+        lo, hi = named["grid_lo"], named["grid_hi"]
+        first_grid = named.get("first_grid_size", grid_size)
         if not hi > lo:
             raise KancoinError("field 'grid_hi' out of range: must exceed grid_lo")
         basis = BASES[basis_id]
         if (grid_size == 0) != (basis == "tanh"):
             raise KancoinError(f"field 'grid_size' out of range: {grid_size} for basis {basis}")
+        if (first_grid == 0) != (grid_size == 0) or (
+            basis != "bspline" and first_grid != grid_size
+        ):
+            raise KancoinError(
+                f"field 'first_grid_size' out of range: {first_grid} for basis {basis}"
+            )
         if basis != "bspline" and order != 3:
             raise KancoinError(f"field 'spline_order' out of range: {order} for basis {basis}")
         spec = ModelSpec(
             "kan", widths, grid_size=grid_size, spline_order=order, grid_range=(lo, hi),
             basis=basis, node_bias=bool(node_bias), layernorm=bool(layernorm),
+            first_grid_size=first_grid,
         )  # fmt: skip
     else:
         spec = ModelSpec("siren", widths, w0=arch_vals[0], w0_initial=arch_vals[1])

@@ -122,6 +122,10 @@ def encode(
     depth: Annotated[int | None, typer.Option(help="Number of hidden layers (override).")] = None,
     grid_size: Annotated[int | None, typer.Option(help="KAN grid intervals G (override).")] = None,
     spline_order: Annotated[int | None, typer.Option(help="B-spline order k (override).")] = None,
+    first_grid_size: Annotated[
+        int | None,
+        typer.Option(help="B-spline KAN: the first layer's grid G1 (override; 0: the same as G)."),
+    ] = None,
     basis: Annotated[
         str, typer.Option(help="KAN edge functions: bspline, rbf, rsf, chebyshev, fourier, tanh.")
     ] = "bspline",
@@ -152,13 +156,14 @@ def encode(
             ("--depth", depth, 1, 30),
             ("--grid-size", grid_size, 1, 4095),
             ("--spline-order", spline_order, 1, 7),
+            ("--first-grid-size", first_grid_size, 0, 4095),
             ("--threads", threads, 1, 1024),
         ):
             if v is not None and not lo <= v <= hi:
                 raise KancoinError(f"{name} must be between {lo} and {hi}, got {v}")
         ov = Overrides(
             width=width, depth=depth, grid_size=grid_size, spline_order=spline_order,
-            basis=basis, node_bias=node_bias, layernorm=layernorm,
+            basis=basis, node_bias=node_bias, layernorm=layernorm, first_grid_size=first_grid_size,
         )  # fmt: skip
         opts = EncodeOptions(
             bpp=bpp, bits=bits, arch=arch, iters=iters_for(effort, iters),

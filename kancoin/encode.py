@@ -203,6 +203,10 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
         raise KancoinError("--basis, --node-bias, --layernorm, --grid-extend are KAN options")
     if opts.grid_extend and opts.overrides.basis != "bspline":
         raise KancoinError("--grid-extend needs --basis bspline")
+    if opts.overrides.first_grid_size and (
+        opts.arch != "kan" or opts.overrides.basis != "bspline"
+    ):
+        raise KancoinError("--first-grid-size needs a B-spline KAN (--arch kan --basis bspline)")
     if not 0 <= opts.grid_extend <= 6:
         raise KancoinError("--grid-extend must be between 0 and 6")
     bits = opts.resolved_bits
@@ -210,12 +214,16 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> ModelSpec:
     return choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
 
 
-def grid_stages(spec: ModelSpec, extend: int) -> tuple[int, ...]:
-    """Grid extension: ``extend`` coarser grids before the final one, each half the next."""
+def grid_stages(spec: ModelSpec, extend: int) -> tuple[tuple[int, ...], ...]:
+    """Grid extension: ``extend`` coarser stages before the final grids, each layer's grid half
+    the next stage's (one size per layer)."""
     if not extend or spec.arch != "kan":
         return ()
-    grids = {max(1, math.ceil(spec.grid_size / 2**j)) for j in range(extend, 0, -1)}
-    return tuple(sorted(grids - {spec.grid_size}))
+    final = spec.layer_grids
+    stages = {
+        tuple(max(1, math.ceil(g / 2**j)) for g in final) for j in range(extend, 0, -1)
+    }
+    return tuple(sorted(stages - {final}))
 
 
 def ptq(model: torch.nn.Module, spec: ModelSpec, qparams: list[QuantParams]) -> list[np.ndarray]:

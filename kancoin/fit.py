@@ -43,9 +43,10 @@ class FitConfig:
     # "adam", or "lbfgs" (strong-Wolfe line search, one LBFGS iteration per minibatch; the
     # quantization-aware fine-tune always uses Adam: a line search on a rounded network is noise)
     optimizer: str = "adam"
-    # grid extension (B-spline KAN, pykan): coarser grids trained first, each for an equal share
-    # of ``iters``, refitted onto the next; the model's own grid is the last stage
-    grid_stages: tuple[int, ...] = ()
+    # grid extension (B-spline KAN, pykan): coarser grids (one size per layer) trained first,
+    # each for an equal share of ``iters``, refitted onto the next; the model's own grids are
+    # the last stage
+    grid_stages: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass
@@ -192,7 +193,7 @@ def fit(
     if cfg.iters > 0:
         stages = list(cfg.grid_stages)
         if stages:
-            final_grid = model.layers[0].grid_size
+            final_grid = model.layer_grids
             model.extend_grid(stages[0])
             model.to(device)
         bounds = [round(cfg.iters * j / (len(stages) + 1)) for j in range(len(stages) + 2)]

@@ -583,7 +583,8 @@ def make_layer(
 
 class KAN(nn.Module):
     """A stack of KAN layers, widths e.g. (2, 12, 12, 12, 3). LayerNorm (if asked) goes on the
-    input of every layer but the first."""
+    input of every layer but the first; the first layer may have a grid of its own
+    (``first_grid_size``, B-spline)."""
 
     def __init__(
         self,
@@ -595,13 +596,15 @@ class KAN(nn.Module):
         basis: str = "bspline",
         node_bias: bool = False,
         layernorm: bool = False,
+        first_grid_size: int | None = None,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.basis = basis
+        first = first_grid_size or grid_size
         self.layers = nn.ModuleList(
-            make_layer(basis, i, o, grid_size, spline_order, grid_range, node_bias,
-                       layernorm and n > 0, backend)  # fmt: skip
+            make_layer(basis, i, o, first if n == 0 else grid_size, spline_order, grid_range,
+                       node_bias, layernorm and n > 0, backend)  # fmt: skip
             for n, (i, o) in enumerate(zip(self.widths[:-1], self.widths[1:]))
         )
 
@@ -610,12 +613,20 @@ class KAN(nn.Module):
             if isinstance(layer, KANLinear):
                 layer.backend = backend
 
-    def extend_grid(self, grid_size: int) -> None:
-        """B-spline only: refit every layer on a grid of ``grid_size`` intervals."""
-        for layer in self.layers:
+    def extend_grid(self, grid_size: int | tuple[int, ...]) -> None:
+        """B-spline only: refit every layer on a grid of ``grid_size`` intervals (one for all
+        layers, or one per layer)."""
+        grids = (grid_size,) * len(self.layers) if isinstance(grid_size, int) else grid_size
+        if len(grids) != len(self.layers):
+            raise ValueError("one grid size per layer")
+        for layer, g in zip(self.layers, grids):
             if not isinstance(layer, KANLinear):
                 raise ValueError("grid extension needs the bspline basis")
-            layer.extend_grid(grid_size)
+            layer.extend_grid(g)
+
+    @property
+    def layer_grids(self) -> tuple[int, ...]:
+        return tuple(layer.grid_size for layer in self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

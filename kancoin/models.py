@@ -21,6 +21,7 @@ def build_model(spec: ModelSpec, backend: str = "auto") -> nn.Module:
         return KAN(
             spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, backend,
             basis=spec.basis, node_bias=spec.node_bias, layernorm=spec.layernorm,
+            first_grid_size=spec.first_grid_size,
         )  # fmt: skip
     if spec.arch == "siren":
         return Siren(spec.widths, spec.w0, spec.w0_initial)

@@ -28,6 +28,31 @@ KAN_MAX_GRID = 64  # above this, spend the budget on width instead
 BASIS_MAX_GRID = {"chebyshev": 16, "fourier": 8}
 MAX_GRID = 4095
 SIREN_DEPTH = 10  # COIN: 10 layers (9 sine + linear output)
+# The first layer sees only x and y, so a fine grid there is a learned positional encoding; it
+# is separable on the pixel grid, so it costs no time. Its share of the weights (float fits of
+# 2,000 steps at 0.3 bpp, 2-15-15-15-3, README "First-layer grid"): kodim23 28.75 dB with one
+# grid 33 for all layers, 29.77 with a first-layer grid 128 (20 % of the weights), 30.18 with
+# 256 (41 %), 29.82 with 384 (61 %); kodim05 20.82 / 21.07 / 20.98 / 20.85.
+FIRST_LAYER_SHARE = 0.33
+# With a fine first layer, wider layers on a coarse grid do better than the paper's 12-16 on a
+# fine one (float fits as above, first layer a third of the weights, kodim05 / kodim23):
+# width 16 (grid 19) 21.25 / 30.33 dB, 20 (grid 11) 21.60 / 30.65, 24 (grid 6) 21.83 / 29.88,
+# 28 (grid 3) 21.04 / 28.41. So: the widest layers whose grid keeps FIRST_MIN_OTHER_GRID
+# intervals. Where no width does (small budgets), the share shrinks (these in turn) for widths
+# in the paper's range; if none works, one grid for all layers.
+FIRST_MIN_OTHER_GRID = 10
+FIRST_LAYER_SHARES = (FIRST_LAYER_SHARE, 0.2, 0.1)
+FIRST_GRID_PIXELS = 2  # at most one interval per 2 pixels of the longer side
+
+
+def first_grid(
+    height: int, width: int, hidden: int, n_weights: float, order: int, share: float
+) -> int:
+    """First-layer grid for a network of about ``n_weights`` stored numbers whose first hidden
+    layer is ``hidden`` wide: ``share`` of the weights (2 inputs × hidden edges, G1 + k + 1
+    numbers each), at most one interval per ``FIRST_GRID_PIXELS`` pixels (0 if none fits)."""
+    g1 = int(share * n_weights / (2 * hidden)) - order - 1
+    return max(0, min(g1, max(height, width) // FIRST_GRID_PIXELS, MAX_GRID))
 
 
 @dataclass(frozen=True)
@@ -38,6 +63,8 @@ class Overrides:
     depth: int | None = None
     grid_size: int | None = None
     spline_order: int | None = None
+    # the first layer's grid: None chosen by rate control (B-spline), 0 the same as grid_size
+    first_grid_size: int | None = None
     # the KAN family (stored in the file): not chosen by rate control, always the user's
     basis: str = "bspline"
     node_bias: bool = False
@@ -55,12 +82,14 @@ def check_request(bpp: float, bits: int) -> None:
         raise KancoinError(f"--bpp must be positive, got {bpp}")
 
 
-def _kan(widths: tuple[int, ...], grid: int, order: int, ov: Overrides = Overrides()) -> ModelSpec:
+def _kan(
+    widths: tuple[int, ...], grid: int, order: int, ov: Overrides = Overrides(), first: int = 0
+) -> ModelSpec:
     if ov.basis == "tanh":
         grid = 0  # no grid: three numbers per edge
     return ModelSpec(
         "kan", widths, grid_size=grid, spline_order=order, basis=ov.basis,
-        node_bias=ov.node_bias, layernorm=ov.layernorm,
+        node_bias=ov.node_bias, layernorm=ov.layernorm, first_grid_size=first,
     )  # fmt: skip
 
 
@@ -77,11 +106,18 @@ def _largest(make, size, cap: int, top: int) -> int:
 
 
 def _largest_grid(
-    hidden: tuple[int, ...], channels: int, order: int, size, cap: int, ov: Overrides = Overrides()
+    hidden: tuple[int, ...],
+    channels: int,
+    order: int,
+    size,
+    cap: int,
+    ov: Overrides = Overrides(),
+    first: int = 0,
 ) -> int:
-    """Largest grid size with size(spec) <= cap (0 if even grid 1 does not fit)."""
+    """Largest grid size with size(spec) <= cap (0 if even grid 1 does not fit); ``first``: the
+    first layer's own grid (0: the same)."""
     widths = (IN_FEATURES, *hidden, channels)
-    return _largest(lambda g: _kan(widths, g, order, ov), size, cap, MAX_GRID)
+    return _largest(lambda g: _kan(widths, g, order, ov, first), size, cap, MAX_GRID)
 
 
 def _sizer(bits: int, coding: int, bpw: float | None):
@@ -99,7 +135,9 @@ def choose_kan(
     bpw: float | None = None,
 ) -> ModelSpec:
     """The KAN closest to the budget without going over. For bases with a grid: widths 12-16
-    (the paper's), the grid filling the budget; the tanh basis has no grid: the widest layers."""
+    (the paper's), the grid filling the budget; the tanh basis has no grid: the widest layers.
+    A B-spline KAN's first layer gets a finer grid of its own (``first_grid``) holding about
+    ``FIRST_LAYER_SHARE`` of the weights; the other layers' grid fills the rest."""
     check_request(bpp, bits)
     size = _sizer(bits, coding, bpw)
     cap = budget_bytes(bpp, height, width)
@@ -114,6 +152,12 @@ def choose_kan(
             raise KancoinError(_impossible(bpp, bits, height, width, cap))
         return spec
     depths = [ov.depth] if ov.depth else [KAN_DEPTH]
+    auto = ov.width is None and ov.grid_size is None and ov.first_grid_size is None
+    if ov.basis == "bspline" and auto:
+        wide = _widest_with_first_grid(height, width, channels, depths[0], order, size, cap,
+                                       bpw or bits, ov)  # fmt: skip
+        if wide is not None:
+            return wide
     if ov.width:
         width_sets = [[ov.width]]
     else:  # the paper's range first; wider when the grid would be huge, narrower when tiny
@@ -124,16 +168,19 @@ def choose_kan(
             for w in widths:
                 hidden = (w,) * depth
                 if ov.grid_size:
-                    spec = _kan((IN_FEATURES, *hidden, channels), ov.grid_size, order, ov)
+                    g1 = ov.first_grid_size or 0
+                    spec = _kan((IN_FEATURES, *hidden, channels), ov.grid_size, order, ov, g1)
                     if size(spec) > cap:
                         continue
                 else:
-                    g = _largest_grid(hidden, channels, order, size, cap, ov)
+                    g, g1 = _grids(
+                        height, width, hidden, channels, order, size, cap, bpw or bits, ov
+                    )
                     top = BASIS_MAX_GRID.get(ov.basis, KAN_MAX_GRID)
                     limit_ok = ov.width or KAN_MIN_GRID <= g <= top
                     if g < 1 or not limit_ok:
                         continue
-                    spec = _kan((IN_FEATURES, *hidden, channels), g, order, ov)
+                    spec = _kan((IN_FEATURES, *hidden, channels), g, order, ov, g1)
                 if best is None or spec.n_params > best.n_params:
                     best = spec
                 if n_set > 0:  # fallback sets are ordered by preference: take the first fit
@@ -145,6 +192,58 @@ def choose_kan(
     if best is None:
         raise KancoinError(_impossible(bpp, bits, height, width, cap))
     return best
+
+
+def _widest_with_first_grid(
+    height: int,
+    width: int,
+    channels: int,
+    depth: int,
+    order: int,
+    size,
+    cap: int,
+    bpw: float,
+    ov: Overrides,
+) -> ModelSpec | None:
+    """The widest B-spline KAN (from the paper's smallest width up) whose first layer holds
+    ``FIRST_LAYER_SHARE`` of the weights on a finer grid and whose other layers keep a grid of
+    at least ``FIRST_MIN_OTHER_GRID``; None where no width does."""
+    best = None
+    for w in range(KAN_WIDTHS[0], 257):
+        g1 = first_grid(height, width, w, cap * 8 / bpw, order, FIRST_LAYER_SHARE)
+        hidden = (w,) * depth
+        g = _largest_grid(hidden, channels, order, size, cap, ov, g1) if g1 else 0
+        if g < FIRST_MIN_OTHER_GRID:
+            break  # wider only makes the grids coarser
+        if g1 > g:  # (narrower layers may leave the others a grid finer than the first's)
+            best = _kan((IN_FEATURES, *hidden, channels), g, order, ov, g1)
+    return best
+
+
+def _grids(
+    height: int,
+    width: int,
+    hidden: tuple[int, ...],
+    channels: int,
+    order: int,
+    size,
+    cap: int,
+    bpw: float,
+    ov: Overrides,
+) -> tuple[int, int]:
+    """(grid of the other layers, first-layer grid; 0: the same) filling the budget."""
+    if ov.first_grid_size is not None:
+        g1 = ov.first_grid_size
+        return _largest_grid(hidden, channels, order, size, cap, ov, g1), g1
+    if ov.basis == "bspline":
+        for share in FIRST_LAYER_SHARES:
+            g1 = first_grid(height, width, hidden[0], cap * 8 / bpw, order, share)
+            if not g1:
+                continue
+            g = _largest_grid(hidden, channels, order, size, cap, ov, g1)
+            if g >= FIRST_MIN_OTHER_GRID and g1 > g:
+                return g, g1
+    return _largest_grid(hidden, channels, order, size, cap, ov), 0
 
 
 def choose_siren(

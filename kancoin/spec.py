@@ -27,9 +27,11 @@ class ModelSpec:
 
     widths: all layer widths including input (2) and output (channels), e.g. (2, 12, 12, 12, 3).
     KAN:   basis (edge function family, ``BASES``), grid_size G, spline_order k (bspline),
-           grid_range; node_bias: a learnable bias per output node; layernorm: LayerNorm (with
-           affine) on the input of every hidden layer (FastKAN; not the first layer, whose two
-           inputs LayerNorm would collapse to ±1).
+           grid_range; first_grid_size G1: the first layer's grid (bspline; 0 means G): the
+           first layer sees only x and y, and a fine grid there acts as a learned positional
+           encoding at little cost; node_bias: a learnable bias per output node; layernorm:
+           LayerNorm (with affine) on the input of every hidden layer (FastKAN; not the first
+           layer, whose two inputs LayerNorm would collapse to ±1).
     SIREN: w0 (hidden layers), w0_initial (first layer).
     """
 
@@ -43,6 +45,7 @@ class ModelSpec:
     basis: str = "bspline"
     node_bias: bool = False
     layernorm: bool = False
+    first_grid_size: int = 0
 
     def __post_init__(self) -> None:
         if self.basis not in BASES:
@@ -52,6 +55,10 @@ class ModelSpec:
                 raise ValueError(f"grid_size {self.grid_size} is invalid for basis {self.basis}")
             if self.basis != "bspline":  # one file per network: the order means nothing here
                 object.__setattr__(self, "spline_order", 3)
+            if self.basis != "bspline" and self.first_grid_size not in (0, self.grid_size):
+                raise ValueError("a first-layer grid of its own needs the bspline basis")
+        # one spelling per network: 0 means "the same as grid_size"
+        object.__setattr__(self, "first_grid_size", int(self.first_grid_size or self.grid_size))
         # The header stores floats as float32: round here so encoder and decoder agree exactly.
         f32 = lambda v: float(np.float32(v))  # noqa: E731
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -67,6 +74,14 @@ class ModelSpec:
     def channels(self) -> int:
         return self.widths[-1]
 
+    def layer_grid(self, n: int) -> int:
+        """Grid size of layer ``n`` (the first layer may have its own)."""
+        return self.first_grid_size if n == 0 else self.grid_size
+
+    @property
+    def layer_grids(self) -> tuple[int, ...]:
+        return tuple(self.layer_grid(n) for n in range(len(self.widths) - 1))
+
     def layer_dims(self) -> list[tuple[int, int]]:
         """(in, out) per layer."""
         return list(zip(self.widths[:-1], self.widths[1:]))
@@ -79,7 +94,7 @@ class ModelSpec:
             out += [("ln_weight", (i,)), ("ln_bias", (i,))]
         if self.basis in BASE_BRANCH:
             out.append(("base_weight", (o, i)))
-        g = self.grid_size
+        g = self.layer_grid(n)
         out += {
             # the per-edge spline scale is folded into the coefficients
             "bspline": [("spline_coef", (o, i, g + self.spline_order))],
@@ -117,7 +132,10 @@ class ModelSpec:
                 if on
             )  # fmt: skip
             if self.basis == "bspline":
-                return f"KAN {w}, grid {self.grid_size}, order {self.spline_order}{extras}"
+                grid = f"grid {self.grid_size}"
+                if self.first_grid_size != self.grid_size:
+                    grid = f"grid {self.first_grid_size}/{self.grid_size} (first/other layers)"
+                return f"KAN {w}, {grid}, order {self.spline_order}{extras}"
             size = {"rbf": "centres", "rsf": "centres", "chebyshev": "degree",
                     "fourier": "frequencies"}.get(self.basis)  # fmt: skip
             sized = f", {size} {self.grid_size}" if size else ""
@@ -132,6 +150,7 @@ class ModelSpec:
                 "node_bias": self.node_bias,
                 "layernorm": self.layernorm,
                 "grid_size": self.grid_size,
+                "first_grid_size": self.first_grid_size,
                 "spline_order": self.spline_order,
                 "grid_range": list(self.grid_range),
             }

@@ -122,7 +122,9 @@ def test_grid_extension_preserves_the_function() -> None:
 def test_grid_stages() -> None:
     spec = ModelSpec("kan", (2, 4, 3), grid_size=34)
     assert grid_stages(spec, 0) == ()
-    assert grid_stages(spec, 2) == (9, 17)
+    assert grid_stages(spec, 2) == ((9, 9), (17, 17))
+    fine_first = ModelSpec("kan", (2, 4, 4, 3), grid_size=20, first_grid_size=128)
+    assert grid_stages(fine_first, 1) == ((64, 10, 10),)
 
 
 def test_grid_extension_and_lbfgs_encode_round_trip() -> None:

@@ -21,6 +21,7 @@ from kancoin.spec import ModelSpec
 SPECS = [
     ModelSpec("kan", (2, 5, 4, 3), grid_size=7, spline_order=3),
     ModelSpec("kan", (2, 3, 1), grid_size=1, spline_order=1, grid_range=(-2.0, 1.5)),
+    ModelSpec("kan", (2, 4, 4, 3), grid_size=6, first_grid_size=40),
     ModelSpec("siren", (2, 6, 6, 3), w0=30.0, w0_initial=25.0),
 ]
 
@@ -105,7 +106,32 @@ def test_writer_refuses_out_of_range_values() -> None:
         write_bytes(header, q)
 
 
+def test_first_layer_grid_shapes_the_first_tensors() -> None:
+    spec = ModelSpec("kan", (2, 4, 4, 3), grid_size=6, first_grid_size=40)
+    shapes = dict(spec.tensor_shapes())
+    assert shapes["layers.0.spline_coef"] == (4, 2, 43)
+    assert shapes["layers.1.spline_coef"] == (4, 4, 9)
+    assert ModelSpec("kan", (2, 4, 3), grid_size=6).first_grid_size == 6  # 0: the same
+    with pytest.raises(ValueError, match="bspline"):
+        ModelSpec("kan", (2, 4, 3), grid_size=6, first_grid_size=40, basis="rbf")
+
+
+def test_reader_rejects_a_first_layer_grid_without_a_grid() -> None:
+    spec = ModelSpec("kan", (2, 4, 4, 3), grid_size=6, first_grid_size=40)
+    header, q = _file(spec, 9)
+    data = bytearray(write_bytes(header, q))
+    # first_grid_size follows grid_size: header (4+1+2+2 bytes + 15 bits), 2 widths of 12 bits,
+    # basis 3, node_bias 1, layernorm 1, grid_size 12 bits
+    pos = (4 + 1 + 2 + 2) * 8 + 15 + 2 * 12 + 5 + 12
+    bits = "".join(f"{b:08b}" for b in data)
+    assert int(bits[pos : pos + 12], 2) == 40
+    bits = bits[:pos] + "0" * 12 + bits[pos + 12 :]
+    body = int(bits, 2).to_bytes(len(data), "big")[:-4]
+    with pytest.raises(KancoinError, match="'first_grid_size' out of range"):
+        read_bytes(_with_crc(body))
+
+
 def test_format_table_lists_every_field() -> None:
     table = field_table_markdown()
-    for name in ("magic", "version", "height", "grid_size", "q_step", "crc32"):
+    for name in ("magic", "version", "height", "grid_size", "first_grid_size", "q_step", "crc32"):
         assert f"`{name}`" in table

@@ -148,8 +148,8 @@ def test_layer_rejects_unknown_backend() -> None:
         KANLinear(2, 3, backend="magic")
 
 
-@pytest.mark.parametrize("node_bias", [False, True])
-def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
+@pytest.mark.parametrize("node_bias, first_grid", [(False, None), (True, None), (False, 47)])
+def test_render_separable_first_layer_is_bit_exact(node_bias: bool, first_grid) -> None:
     """render() evaluates the first layer once per column and row (W + H points) and adds the
     two terms: the pixels must be those of the per-pixel network, bit for bit, including
     points where the rounding to uint8 is closest to a tie."""
@@ -157,7 +157,8 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
     from kancoin.models import render
 
     torch.manual_seed(1)
-    model = KAN((2, 9, 7, 3), 13, 3, node_bias=node_bias)
+    model = KAN((2, 9, 7, 3), 13, 3, node_bias=node_bias, first_grid_size=first_grid)
+    assert model.layer_grids == (first_grid or 13, 13, 13)
     with torch.no_grad():
         for layer in model.layers:
             layer.spline_weight.normal_(0.0, 0.4)
@@ -178,6 +179,22 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool) -> None:
     with torch.no_grad():
         h = (ty[:, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
         assert torch.equal(model.forward_from_first(h), direct)
+
+
+def test_first_layer_grid_fast_paths_equal_reference() -> None:
+    """A first layer with its own (fine) grid: fused, dense and Cox–de Boor agree, with
+    points outside the grid."""
+    x = torch.rand(500, 2) * 2.6 - 1.3
+    outs = []
+    for backend in ("fused", "dense", "reference"):
+        torch.manual_seed(3)
+        model = KAN((2, 5, 3), 7, 3, backend=backend, first_grid_size=61)
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.spline_weight.normal_(0.0, 0.3)
+        outs.append(model(x).detach())
+    torch.testing.assert_close(outs[0], outs[2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[1], outs[2], rtol=1e-5, atol=1e-5)
 
 
 def test_render_falls_back_where_not_separable() -> None:
@@ -202,7 +219,7 @@ def test_pixel_grid_training_path_matches_per_sample() -> None:
     outs = []
     for separable in (False, True):
         torch.manual_seed(4)
-        model = KAN((2, 6, 5, 3), 9, 3, node_bias=True)
+        model = KAN((2, 6, 5, 3), 9, 3, node_bias=True, first_grid_size=29)
         with torch.no_grad():
             for layer in model.layers:
                 layer.spline_weight.normal_(0.0, 0.3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kancoin.bitstream import file_bytes
@@ -23,8 +25,12 @@ def test_kan_fits_and_fills(size, bpp, bits) -> None:
         assert file_bytes(smallest, bits) > cap  # impossible only when nothing fits
         return
     assert file_bytes(spec, bits) <= cap
-    bigger = ModelSpec("kan", spec.widths, grid_size=spec.grid_size + 1)
+    shared = spec.first_grid_size == spec.grid_size  # else the first layer's grid stays
+    first = 0 if shared else spec.first_grid_size
+    bigger = replace(spec, grid_size=spec.grid_size + 1, first_grid_size=first)
     assert file_bytes(bigger, bits) > cap  # the grid fills the budget
+    assert spec.first_grid_size >= spec.grid_size
+    assert spec.first_grid_size <= max(max(h, w) // 2, spec.grid_size)
 
 
 def test_default_at_0_3_bpp_is_three_hidden_layers_width_12_to_16() -> None:
@@ -32,6 +38,23 @@ def test_default_at_0_3_bpp_is_three_hidden_layers_width_12_to_16() -> None:
     assert len(spec.hidden) == 3 and 12 <= spec.hidden[0] <= 16
     size = file_bytes(spec, 9)
     assert 0.28 <= size * 8 / (512 * 768) <= 0.30
+
+
+def test_first_layer_gets_a_fine_grid_of_about_a_third_of_the_weights() -> None:
+    spec = choose_kan(512, 768, 3, 0.3, 9, coding=1, bpw=6.0)
+    first = sum(n for name, n in _sizes(spec) if name.startswith("layers.0."))
+    assert spec.first_grid_size > 2 * spec.grid_size
+    assert 0.25 <= first / spec.n_params <= 0.4
+    same = choose_kan(512, 768, 3, 0.3, 9, Overrides(first_grid_size=0), coding=1, bpw=6.0)
+    assert same.first_grid_size == same.grid_size
+    siren_like = choose_kan(512, 768, 3, 0.3, 9, Overrides(basis="rbf"), coding=1, bpw=6.0)
+    assert siren_like.first_grid_size == siren_like.grid_size  # only B-splines get one
+
+
+def _sizes(spec: ModelSpec) -> list[tuple[str, int]]:
+    from math import prod
+
+    return [(name, prod(shape)) for name, shape in spec.tensor_shapes()]
 
 
 def test_overrides_are_respected() -> None:
