@@ -111,7 +111,7 @@ def encode(
     iters: Iters = None,
     batch_size: Annotated[int, typer.Option(help="Pixels per minibatch.")] = 10_000,
     lr: Annotated[
-        float | None, typer.Option(help="Adam learning rate \\[default: 1e-2 KAN, 2e-4 SIREN].")
+        float | None, typer.Option(help="Adam learning rate \\[default: 2e-2 KAN, 2e-4 SIREN].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible on CPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

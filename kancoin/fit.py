@@ -21,8 +21,11 @@ from kancoin.spec import ModelSpec
 DEFAULT_ITERS = 10_000
 DEFAULT_BATCH = 10_000
 # KAN: measured on kodim23 at 0.3 bpp, 3000 steps (README "Ablation"): 1e-3 (the KAN-COIN
-# paper's) 27.27 dB, 4e-3 28.49, 8e-3 28.77, 1.6e-2 28.84. SIREN: COIN's.
-DEFAULT_LR = {"kan": 1e-2, "siren": 2e-4}
+# paper's) 27.27 dB, 4e-3 28.49, 8e-3 28.77, 1.6e-2 28.84. With the fine first layer
+# (2-20-20-20-3, grid 158/11; float fits of 2,000 steps, kodim05 / kodim23, README "First-layer
+# grid"): 1e-2 21.60 / 30.65 dB, 2e-2 21.82 / 30.95, 4e-2 21.84 / 31.22, but at 4e-2 hidden
+# activations reach -16 (far outside the grids): 2e-2. SIREN: COIN's.
+DEFAULT_LR = {"kan": 2e-2, "siren": 2e-4}
 OPTIMIZERS = ("adam", "lbfgs")
 LBFGS_LR = 1.0  # LBFGS's lr is the first trial step of its line search: 1 is the natural one
 
