@@ -134,10 +134,14 @@ def choose_kan(
     coding: int = 0,
     bpw: float | None = None,
 ) -> ModelSpec:
-    """The KAN closest to the budget without going over. For bases with a grid: widths 12-16
-    (the paper's), the grid filling the budget; the tanh basis has no grid: the widest layers.
-    A B-spline KAN's first layer gets a finer grid of its own (``first_grid``) holding about
-    ``FIRST_LAYER_SHARE`` of the weights; the other layers' grid fills the rest."""
+    """The KAN closest to the budget without going over.
+
+    B-spline (default): the first layer gets a finer grid of its own (``first_grid``) holding
+    about ``FIRST_LAYER_SHARE`` of the weights, and the layers are as wide as the other layers'
+    grid (filling the rest of the budget) allows while it keeps ``FIRST_MIN_OTHER_GRID``
+    intervals. Where that fails (small budgets), and for the other bases with a grid: widths
+    12-16 (the paper's) with the grid filling the budget. The tanh basis has no grid: the widest
+    layers."""
     check_request(bpp, bits)
     size = _sizer(bits, coding, bpw)
     cap = budget_bytes(bpp, height, width)

@@ -73,7 +73,7 @@ def test_info(encoded) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["params"] == rep["params"] and info["bits"] == rep["bits"]
-    assert info["coding"] == "range" and info["format_version"] == 3
+    assert info["coding"] == "range" and info["format_version"] == 4
     assert info["basis"] == "bspline"
     assert info["file_bytes"] == kc.stat().st_size and (info["width"], info["height"]) == (56, 40)
     assert "grid" in run("info", kc).stdout
@@ -148,6 +148,9 @@ def test_impossible_rate_and_bits(small_png: Path, tmp_path: Path) -> None:
     assert_clean_error(run("encode", small_png, out, "--bits", "1"), "--bits")
     assert_clean_error(run("encode", small_png, out, "--bits", "17"), "--bits")
     assert_clean_error(run("encode", small_png, out, "--arch", "mlp"), "--arch")
+    siren_grid = run("encode", small_png, out, "--arch", "siren", "--first-grid-size", "40")
+    assert_clean_error(siren_grid, "--first-grid-size")
+    assert_clean_error(run("encode", small_png, out, "--first-grid-size", "5000"), "4095")
     assert not out.exists()
 
 

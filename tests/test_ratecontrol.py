@@ -8,7 +8,14 @@ import pytest
 
 from kancoin.bitstream import file_bytes
 from kancoin.errors import KancoinError
-from kancoin.ratecontrol import Overrides, budget_bytes, choose_kan, choose_siren
+from kancoin.ratecontrol import (
+    FIRST_LAYER_SHARE,
+    Overrides,
+    budget_bytes,
+    choose_kan,
+    choose_siren,
+    first_grid,
+)
 from kancoin.spec import ModelSpec
 
 
@@ -33,9 +40,15 @@ def test_kan_fits_and_fills(size, bpp, bits) -> None:
     assert spec.first_grid_size <= max(max(h, w) // 2, spec.grid_size)
 
 
-def test_default_at_0_3_bpp_is_three_hidden_layers_width_12_to_16() -> None:
+def test_default_at_0_3_bpp_is_three_hidden_layers_as_wide_as_a_grid_of_10_allows() -> None:
     spec = choose_kan(512, 768, 3, 0.3, 9)
-    assert len(spec.hidden) == 3 and 12 <= spec.hidden[0] <= 16
+    assert len(spec.hidden) == 3 and spec.hidden[0] >= 12
+    assert spec.first_grid_size > spec.grid_size >= 10
+    # one unit wider, with the first layer's share of the weights, leaves the others < 10
+    w = spec.hidden[0] + 1
+    g1 = first_grid(512, 768, w, budget_bytes(0.3, 512, 768) * 8 / 9, 3, FIRST_LAYER_SHARE)
+    wider = choose_kan(512, 768, 3, 0.3, 9, Overrides(width=w, first_grid_size=g1))
+    assert wider.grid_size < 10
     size = file_bytes(spec, 9)
     assert 0.28 <= size * 8 / (512 * 768) <= 0.30
 
