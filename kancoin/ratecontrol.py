@@ -31,7 +31,7 @@ SIREN_DEPTH = 10  # COIN: 10 layers (9 sine + linear output)
 # The first layer sees only x and y, so a fine grid there is a learned positional encoding; it
 # is separable on the pixel grid, so it costs no time. Its share of the weights (float fits of
 # 2,000 steps at 0.3 bpp, 2-15-15-15-3, README "First-layer grid"): kodim23 28.75 dB with one
-# grid 33 for all layers, 29.77 with a first-layer grid 128 (20 % of the weights), 30.18 with
+# grid 33 for all layers, 29.77 with a first-layer grid 128 (21 % of the weights), 30.18 with
 # 256 (41 %), 29.82 with 384 (61 %); kodim05 20.82 / 21.07 / 20.98 / 20.85.
 FIRST_LAYER_SHARE = 0.33
 # With a fine first layer, wider layers on a coarse grid do better than the paper's 12-16 on a
@@ -214,14 +214,32 @@ def _widest_with_first_grid(
     at least ``FIRST_MIN_OTHER_GRID``; None where no width does."""
     best = None
     for w in range(KAN_WIDTHS[0], 257):
-        g1 = first_grid(height, width, w, cap * 8 / bpw, order, FIRST_LAYER_SHARE)
         hidden = (w,) * depth
-        g = _largest_grid(hidden, channels, order, size, cap, ov, g1) if g1 else 0
+        g, g1 = _split(height, width, hidden, channels, order, size, cap, bpw, ov,
+                       FIRST_LAYER_SHARE)  # fmt: skip
         if g < FIRST_MIN_OTHER_GRID:
             break  # wider only makes the grids coarser
         if g1 > g:  # (narrower layers may leave the others a grid finer than the first's)
             best = _kan((IN_FEATURES, *hidden, channels), g, order, ov, g1)
     return best
+
+
+def _split(
+    height: int,
+    width: int,
+    hidden: tuple[int, ...],
+    channels: int,
+    order: int,
+    size,
+    cap: int,
+    bpw: float,
+    ov: Overrides,
+    share: float,
+) -> tuple[int, int]:
+    """(grid of the other layers, first-layer grid) with ``share`` of the weights on the first
+    layer; (0, 0) where no first-layer grid fits."""
+    g1 = first_grid(height, width, hidden[0], cap * 8 / bpw, order, share)
+    return (_largest_grid(hidden, channels, order, size, cap, ov, g1), g1) if g1 else (0, 0)
 
 
 def _grids(
@@ -241,10 +259,7 @@ def _grids(
         return _largest_grid(hidden, channels, order, size, cap, ov, g1), g1
     if ov.basis == "bspline":
         for share in FIRST_LAYER_SHARES:
-            g1 = first_grid(height, width, hidden[0], cap * 8 / bpw, order, share)
-            if not g1:
-                continue
-            g = _largest_grid(hidden, channels, order, size, cap, ov, g1)
+            g, g1 = _split(height, width, hidden, channels, order, size, cap, bpw, ov, share)
             if g >= FIRST_MIN_OTHER_GRID and g1 > g:
                 return g, g1
     return _largest_grid(hidden, channels, order, size, cap, ov), 0

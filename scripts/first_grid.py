@@ -39,8 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     threads.configure("kan", a.threads)
-    pixels = load_image(a.image)
-    pixels = pixels[0] if isinstance(pixels, tuple) else pixels
+    pixels, _ = load_image(a.image)
     spec = ModelSpec(
         "kan", (2, *(a.width,) * a.depth, pixels.shape[2]), grid_size=a.grid,
         first_grid_size=a.first_grid,

@@ -9,6 +9,7 @@ import pytest
 
 from kancoin.bitstream import (
     FileHeader,
+    _sections,
     field_table_markdown,
     file_bytes,
     read_bytes,
@@ -120,9 +121,9 @@ def test_reader_rejects_a_first_layer_grid_without_a_grid() -> None:
     spec = ModelSpec("kan", (2, 4, 4, 3), grid_size=6, first_grid_size=40)
     header, q = _file(spec, 9)
     data = bytearray(write_bytes(header, q))
-    # first_grid_size follows grid_size: header (4+1+2+2 bytes + 15 bits), 2 widths of 12 bits,
-    # basis 3, node_bias 1, layernorm 1, grid_size 12 bits
-    pos = (4 + 1 + 2 + 2) * 8 + 15 + 2 * 12 + 5 + 12
+    # the field's bit offset, from the format's field table
+    fields = [f.name for f in _sections(spec)]
+    pos = sum(f.nbits for f in _sections(spec)[: fields.index("first_grid_size")])
     bits = "".join(f"{b:08b}" for b in data)
     assert int(bits[pos : pos + 12], 2) == 40
     bits = bits[:pos] + "0" * 12 + bits[pos + 12 :]
