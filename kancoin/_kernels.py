@@ -128,7 +128,7 @@ def kan_backward(x, gy, table, g0, inv_h, gx, gtable_parts, need_gx):
 
 
 @njit(cache=True)
-def _forward_cubic_range(x, table, g0, inv_h, y, start, stop):
+def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
     n_in = x.shape[1]
     n_int = table.shape[1]
     n_out = table.shape[3]
@@ -138,7 +138,10 @@ def _forward_cubic_range(x, table, g0, inv_h, y, start, stop):
             acc[o] = 0.0
         for i in range(n_in):
             xi = x[n, i]
-            silu = xi / (_F32(1.0) + _F32(math.exp(-xi)))
+            d = _F32(1.0) + _F32(math.exp(-xi))
+            if store_den:
+                den[n, i] = d
+            silu = xi / d
             pos = (xi - g0) * inv_h
             m = -1
             if pos >= 0.0 and pos < n_int:
@@ -162,38 +165,57 @@ def _forward_cubic_range(x, table, g0, inv_h, y, start, stop):
 
 
 @njit(parallel=True, cache=True)
-def kan_forward_cubic(x, table, g0, inv_h, y, nchunks):
+def kan_forward_cubic(x, table, g0, inv_h, y, nchunks, den):
+    """Forward; with den of shape (N, I) (training) it also keeps 1 + exp(-x) for the backward,
+    which then needs no exp. den of shape (0, 0): not kept (decoding). Same arithmetic either way.
+    """
     # prange bodies are outlined and lose vectorisation: keep the hot loop in its own function.
     n_samples = x.shape[0]
+    store_den = den.shape[0] == n_samples and n_samples > 0
     chunk = (n_samples + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         _forward_cubic_range(
-            x, table, _F32(g0), _F32(inv_h), y, ch * chunk, min((ch + 1) * chunk, n_samples)
+            x,
+            table,
+            _F32(g0),
+            _F32(inv_h),
+            y,
+            den,
+            store_den,
+            ch * chunk,
+            min((ch + 1) * chunk, n_samples),
         )
 
 
+@njit(inline="always", cache=True)
+def _interval(xi, g0, inv_h, n_int):
+    """(m, t): grid interval of xi and position in it; m = -1 outside the grid (or NaN)."""
+    pos = (xi - g0) * inv_h
+    m = -1
+    if pos >= 0.0 and pos < n_int:
+        m = int(pos)  # pos >= 0 here, so truncation is floor (and much cheaper)
+        if m >= n_int:
+            m = -1
+    return m, pos - _F32(m)
+
+
 @njit(fastmath=True, cache=True)
-def _backward_cubic_range(x, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
+def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
+    """Sample by sample: scatter-adds k+2 gradient rows per (sample, input). For narrow layers."""
     n_in = x.shape[1]
     n_int = table.shape[1]
     n_out = table.shape[3]
-    g = np.empty(n_out, dtype=np.float32)
     gt[...] = 0.0
     for n in range(start, stop):
-        for o in range(n_out):
-            g[o] = gy[n, o]
+        g = gy[n]
         for i in range(n_in):
             xi = x[n, i]
-            sig = _F32(1.0) / (_F32(1.0) + _F32(math.exp(-xi)))
+            sig = _F32(1.0) / den[n, i]
             silu = xi * sig
             dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
-            pos = (xi - g0) * inv_h
-            m = -1
-            if pos >= 0.0 and pos < n_int:
-                m = int(pos)
+            m, t = _interval(xi, g0, inv_h, n_int)
             s = _F32(0.0)
-            if m >= 0 and m < n_int:
-                t = pos - _F32(m)
+            if m >= 0:
                 t2 = t * t
                 t3 = t2 * t
                 d2 = _F32(2.0) * t * inv_h
@@ -219,24 +241,102 @@ def _backward_cubic_range(x, gy, table, g0, inv_h, gx, gt, need_gx, start, stop)
                 gx[n, i] = s
 
 
+@njit(fastmath=True, cache=True)
+def _backward_cubic_sorted_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
+    """Input by input: the samples are counting-sorted by grid interval, and each interval's
+    k+2 gradient rows are summed in one small accumulator and written once. Scattered
+    read-modify-writes into a table larger than L1 are what the sample-by-sample loop
+    spends its time on (measured: 1.6x slower at 20 outputs)."""
+    n_in = x.shape[1]
+    n_int = table.shape[1]
+    n_out = table.shape[3]
+    ns = stop - start
+    start_of = np.empty(n_int + 2, np.int64)  # bucket b = m + 1 (0: outside the grid)
+    bucket = np.empty(ns, np.int64)
+    frac = np.empty(ns, np.float32)
+    order = np.empty(ns, np.int64)
+    acc = np.empty((5, n_out), np.float32)
+    for i in range(n_in):
+        start_of[:] = 0
+        for j in range(ns):
+            m, t = _interval(x[start + j, i], g0, inv_h, n_int)
+            bucket[j] = m + 1
+            frac[j] = t
+            start_of[m + 2] += 1
+        for b in range(1, n_int + 2):
+            start_of[b] += start_of[b - 1]
+        for j in range(ns):  # afterwards start_of[b] is the end of bucket b
+            b = bucket[j]
+            order[start_of[b]] = j
+            start_of[b] += 1
+        for m in range(n_int):
+            acc[...] = 0.0
+            a0, a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3], acc[4]
+            r1, r2, r3, r4 = table[i, m, 1], table[i, m, 2], table[i, m, 3], table[i, m, 4]
+            for idx in range(start_of[m], start_of[m + 1]):
+                j = order[idx]
+                n = start + j
+                xi = x[n, i]
+                sig = _F32(1.0) / den[n, i]
+                silu = xi * sig
+                dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+                t = frac[j]
+                t2 = t * t
+                t3 = t2 * t
+                d2 = _F32(2.0) * t * inv_h
+                d3 = _F32(3.0) * t2 * inv_h
+                g = gy[n]
+                s = _F32(0.0)
+                for o in range(n_out):
+                    go = g[o]
+                    a0[o] += go
+                    a1[o] += t * go
+                    a2[o] += t2 * go
+                    a3[o] += t3 * go
+                    a4[o] += silu * go
+                    s += go * (inv_h * r1[o] + d2 * r2[o] + d3 * r3[o] + dsilu * r4[o])
+                if need_gx:
+                    gx[n, i] = s
+            gt[i, m] = acc
+        # outside the grid only the base branch acts (its weight is row k+1 of interval 0)
+        a4 = gt[i, 0, 4]
+        r4 = table[i, 0, 4]
+        for idx in range(0, start_of[0]):
+            n = start + order[idx]
+            xi = x[n, i]
+            sig = _F32(1.0) / den[n, i]
+            silu = xi * sig
+            dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+            g = gy[n]
+            s = _F32(0.0)
+            for o in range(n_out):
+                a4[o] += silu * g[o]
+                s += g[o] * dsilu * r4[o]
+            if need_gx:
+                gx[n, i] = s
+
+
+# Layers with at least this many outputs take the sorted backward (README, "Speed").
+SORTED_MIN_OUT = 4
+
+
 @njit(parallel=True, cache=True)
-def kan_backward_cubic(x, gy, table, g0, inv_h, gx, gtable_parts, need_gx):
+def kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, gtable_parts, need_gx, sorted_):
+    """den (N, I): 1 + exp(-x), kept by the forward."""
     n_samples = x.shape[0]
     nchunks = gtable_parts.shape[0]
     chunk = (n_samples + nchunks - 1) // nchunks
     for ch in prange(nchunks):
-        _backward_cubic_range(
-            x,
-            gy,
-            table,
-            _F32(g0),
-            _F32(inv_h),
-            gx,
-            gtable_parts[ch],
-            need_gx,
-            ch * chunk,
-            min((ch + 1) * chunk, n_samples),
-        )
+        lo = ch * chunk
+        hi = min((ch + 1) * chunk, n_samples)
+        if sorted_:
+            _backward_cubic_sorted_range(
+                x, den, gy, table, _F32(g0), _F32(inv_h), gx, gtable_parts[ch], need_gx, lo, hi
+            )
+        else:
+            _backward_cubic_range(
+                x, den, gy, table, _F32(g0), _F32(inv_h), gx, gtable_parts[ch], need_gx, lo, hi
+            )
 
 
 # --- the table: coefficients <-> per-interval polynomials -------------------------------------

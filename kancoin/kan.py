@@ -179,22 +179,33 @@ class _FusedKAN(torch.autograd.Function):
         xn = x.detach().contiguous().numpy()
         table = spline_table(base_weight, coef, spline_order).numpy()
         y = torch.empty(x.shape[0], table.shape[3], dtype=torch.float32)
-        fwd = _kernels.kan_forward_cubic if spline_order == 3 else _kernels.kan_forward
-        fwd(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]))
-        ctx.arrays = (xn, table)
+        den = None
+        if spline_order == 3:
+            # training keeps 1 + exp(-x) for the backward; decoding does not
+            den = np.empty(xn.shape if any(ctx.needs_input_grad) else (0, 0), dtype=np.float32)
+            _kernels.kan_forward_cubic(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]), den)
+        else:
+            _kernels.kan_forward(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]))
+        ctx.arrays = (xn, table, den)
         ctx.grid = (spline_order, g0, inv_h)
         return y
 
     @staticmethod
     def backward(ctx, gy):  # noqa: D102
-        xn, table = ctx.arrays
+        xn, table, den = ctx.arrays
         k, g0, inv_h = ctx.grid
         need_gx = ctx.needs_input_grad[0]
         gx = torch.empty(xn.shape if need_gx else (1, 1), dtype=torch.float32)
         parts = np.empty((_chunks(xn.shape[0]),) + table.shape, dtype=np.float32)
-        bwd = _kernels.kan_backward_cubic if k == 3 else _kernels.kan_backward
-        bwd(xn, gy.contiguous().numpy(), table, g0, inv_h, gx.numpy(), parts, need_gx)
+        gyn = gy.contiguous().numpy()
         n_in, n_int, _, n_out = table.shape
+        if k == 3:
+            sorted_ = n_out >= _kernels.SORTED_MIN_OUT
+            _kernels.kan_backward_cubic(
+                xn, den, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx, sorted_
+            )
+        else:
+            _kernels.kan_backward(xn, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx)
         g_base = torch.empty(n_out, n_in)
         g_coef = torch.empty(n_out, n_in, n_int - k)
         _kernels.table_grad(parts, _power_matrix_f32(k), g_base.numpy(), g_coef.numpy())

@@ -151,6 +151,8 @@ def crops_plot(
         for r in load_rows_dir(d):
             if not r.get("decoded") or abs(r["target_bpp"] - bpp) > 1e-9:
                 continue
+            if not (Path(d) / r["decoded"]).is_file():  # rows copied in without their PNGs
+                continue
             if image and r["image"] != image:
                 continue
             image = image or r["image"]

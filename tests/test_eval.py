@@ -160,3 +160,20 @@ def test_plots(images_dir, tmp_path):
     written = make_all([out], tmp_path / "plots", bpp=1.0)
     names = {p.name for p in written}
     assert {"rd.png", "rd.svg", "bars_1bpp.png", "crops_a_1bpp.png"} <= names
+
+
+def test_crops_skip_rows_whose_decoded_png_is_missing(images_dir, tmp_path):
+    """Rows copied into a results folder without their decoded PNGs (a resumed run) must not
+    break the plots: the crops take an image whose PNG is there, or say none is."""
+    pytest.importorskip("matplotlib")
+    from kancoin.plots import crops_plot
+
+    out = tmp_path / "res"
+    evaluate.run_eval(images_dir, out, bpps=(1.0,), archs=(), codecs=("jpeg",))
+    (out / "decoded" / "a__jpeg_bpp1.png").unlink()
+    written = crops_plot([out], tmp_path / "plots", bpp=1.0)
+    assert [p.name for p in written if p.suffix == ".png"] == ["crops_b_1bpp.png"]
+    for png in (out / "decoded").iterdir():
+        png.unlink()
+    with pytest.raises(KancoinError, match="no decoded images"):
+        crops_plot([out], tmp_path / "plots2", bpp=1.0)
