@@ -383,3 +383,41 @@ def table_grad(gtable_parts, power, g_base, g_coef):
                         for p in range(k + 1):
                             s += power[q, p] * gt[i, m, p, o]
                         g_coef[o, i, c] += s
+
+
+# --- the separable first layer on the pixel grid: h[n] = term_x[col[n]] + term_y[row[n]] --------
+
+
+@njit(parallel=True, cache=True)
+def grid_sum_forward(tx, ty, idx, width, h, nchunks):
+    """tx (W, O), ty (H, O), idx (N,) row-major pixel indices -> h (N, O)."""
+    n_samples = idx.shape[0]
+    n_out = tx.shape[1]
+    chunk = (n_samples + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        for n in range(ch * chunk, min((ch + 1) * chunk, n_samples)):
+            r = idx[n] // width
+            c = idx[n] - r * width
+            for o in range(n_out):
+                h[n, o] = tx[c, o] + ty[r, o]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def grid_sum_backward(gh, idx, width, gtx_parts, gty_parts):
+    """Adjoint of grid_sum_forward, one (W, O) / (H, O) accumulator per chunk."""
+    n_samples = idx.shape[0]
+    n_out = gh.shape[1]
+    nchunks = gtx_parts.shape[0]
+    chunk = (n_samples + nchunks - 1) // nchunks
+    for ch in prange(nchunks):
+        gtx = gtx_parts[ch]
+        gty = gty_parts[ch]
+        gtx[...] = 0.0
+        gty[...] = 0.0
+        for n in range(ch * chunk, min((ch + 1) * chunk, n_samples)):
+            r = idx[n] // width
+            c = idx[n] - r * width
+            for o in range(n_out):
+                g = gh[n, o]
+                gtx[c, o] += g
+                gty[r, o] += g

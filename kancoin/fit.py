@@ -13,6 +13,7 @@ from torch import nn
 
 from kancoin import qat
 from kancoin.grid import coordinates, targets
+from kancoin.kan import grid_sum
 from kancoin.metrics import psnr_from_mse
 from kancoin.models import render, separable_on_grid
 from kancoin.quant import QuantParams
@@ -96,7 +97,7 @@ def pixel_predictor(
 
         def separable(idx: torch.Tensor) -> torch.Tensor:
             tx, ty = model.grid_terms(xs, ys)
-            return model.forward_from_first(tx[idx % width] + ty[idx // width])
+            return model.forward_from_first(grid_sum(tx, ty, idx))
 
         return separable
     return lambda idx: run(coords[idx])

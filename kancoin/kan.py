@@ -128,14 +128,18 @@ def local_basis_power_matrix(spline_order: int) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-def spline_table(base_weight: torch.Tensor, coef: torch.Tensor, spline_order: int) -> torch.Tensor:
+def spline_table(
+    base_weight: torch.Tensor, coef: torch.Tensor, spline_order: int, padded_out: int = 0
+) -> torch.Tensor:
     """Per-interval polynomial table for the fused kernels (not differentiable).
 
-    base_weight (O, I), coef (O, I, G + k) -> table (I, G + 2k, k + 2, O): rows 0..k are the
-    power-basis coefficients of the edge spline on each interval, row k+1 the base weight.
+    base_weight (O, I), coef (O, I, G + k) -> table (I, G + 2k, k + 2, P): rows 0..k are the
+    power-basis coefficients of the edge spline on each interval, row k+1 the base weight;
+    P = max(O, padded_out), the columns past O zero.
     """
     n_out, n_in, m_coef = coef.shape
-    table = torch.empty(n_in, m_coef + spline_order, spline_order + 2, n_out)
+    shape = (n_in, m_coef + spline_order, spline_order + 2, max(n_out, padded_out))
+    table = torch.zeros(shape) if padded_out > n_out else torch.empty(shape)
     power = _power_matrix_f32(spline_order)
     _kernels.build_table(
         base_weight.detach().contiguous().numpy(),
@@ -144,6 +148,14 @@ def spline_table(base_weight: torch.Tensor, coef: torch.Tensor, spline_order: in
         table.numpy(),
     )
     return table
+
+
+def padded_outputs(n_out: int) -> int:
+    """Output width the cubic kernels run at. LLVM vectorises their loops over outputs only from
+    32 iterations on (16 lanes, unrolled twice); below that they run scalar. So 17..31 outputs
+    run at 32 with zero columns: measured faster forward and backward (scripts/bench_kernels.py,
+    README "Speed"), with the same arithmetic per output, hence the same bits."""
+    return 32 if 16 < n_out < 32 else n_out
 
 
 _POWER_CACHE: dict[int, np.ndarray] = {}
@@ -177,8 +189,10 @@ class _FusedKAN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, base_weight, coef, spline_order, g0, inv_h):  # noqa: D102
         xn = x.detach().contiguous().numpy()
-        table = spline_table(base_weight, coef, spline_order).numpy()
-        y = torch.empty(x.shape[0], table.shape[3], dtype=torch.float32)
+        n_out = coef.shape[0]
+        pad = padded_outputs(n_out) if spline_order == 3 else n_out
+        table = spline_table(base_weight, coef, spline_order, pad).numpy()
+        y = torch.empty(x.shape[0], pad, dtype=torch.float32)
         den = None
         if spline_order == 3:
             # training keeps 1 + exp(-x) for the backward; decoding does not
@@ -187,18 +201,20 @@ class _FusedKAN(torch.autograd.Function):
         else:
             _kernels.kan_forward(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]))
         ctx.arrays = (xn, table, den)
-        ctx.grid = (spline_order, g0, inv_h)
-        return y
+        ctx.grid = (spline_order, g0, inv_h, n_out)
+        return y[:, :n_out] if pad > n_out else y
 
     @staticmethod
     def backward(ctx, gy):  # noqa: D102
         xn, table, den = ctx.arrays
-        k, g0, inv_h = ctx.grid
+        k, g0, inv_h, n_out = ctx.grid
         need_gx = ctx.needs_input_grad[0]
         gx = torch.empty(xn.shape if need_gx else (1, 1), dtype=torch.float32)
         parts = np.empty((_chunks(xn.shape[0]),) + table.shape, dtype=np.float32)
+        n_in, n_int, _, pad = table.shape
+        if pad > n_out:  # zero gradient for the padding columns
+            gy = torch.nn.functional.pad(gy, (0, pad - n_out))
         gyn = gy.contiguous().numpy()
-        n_in, n_int, _, n_out = table.shape
         if k == 3:
             sorted_ = n_out >= _kernels.SORTED_MIN_OUT
             _kernels.kan_backward_cubic(
@@ -211,6 +227,41 @@ class _FusedKAN(torch.autograd.Function):
         _kernels.table_grad(parts, _power_matrix_f32(k), g_base.numpy(), g_coef.numpy())
         ctx.arrays = None
         return (gx if need_gx else None), g_base, g_coef, None, None, None
+
+
+class _GridSum(torch.autograd.Function):
+    """tx (W, O), ty (H, O), idx (N,) row-major pixel indices -> tx[idx % W] + ty[idx // W]
+    (N, O), as one numba pass (CPU float32); the same sums as the torch expression, bit for bit,
+    in a tenth of its time with its backward (index_put with accumulation)."""
+
+    @staticmethod
+    def forward(ctx, tx, ty, idx):  # noqa: D102
+        txn, tyn = tx.detach().contiguous().numpy(), ty.detach().contiguous().numpy()
+        idxn = idx.contiguous().numpy()
+        h = torch.empty(idx.shape[0], tx.shape[1], dtype=torch.float32)
+        _kernels.grid_sum_forward(txn, tyn, idxn, txn.shape[0], h.numpy(), _chunks(idx.shape[0]))
+        ctx.save_for_backward(idx)
+        ctx.shapes = (txn.shape, tyn.shape)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):  # noqa: D102
+        (idx,) = ctx.saved_tensors
+        (w, n_out), (h, _) = ctx.shapes
+        nchunks = _chunks(idx.shape[0])
+        gtx = np.empty((nchunks, w, n_out), dtype=np.float32)
+        gty = np.empty((nchunks, h, n_out), dtype=np.float32)
+        _kernels.grid_sum_backward(gh.contiguous().numpy(), idx.numpy(), w, gtx, gty)
+        return torch.from_numpy(gtx.sum(0)), torch.from_numpy(gty.sum(0)), None
+
+
+def grid_sum(tx: torch.Tensor, ty: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """tx (W, O), ty (H, O), idx (N,) int64 row-major pixel indices -> tx[idx % W] + ty[idx // W]
+    (N, O); differentiable in tx and ty. Fused numba kernel for CPU float32, torch otherwise."""
+    width = tx.shape[0]
+    if _kernels is not None and tx.device.type == "cpu" and tx.dtype == torch.float32:
+        return _GridSum.apply(tx, ty, idx)
+    return tx[idx % width] + ty[idx // width]
 
 
 class KANLayer(nn.Module):
