@@ -12,8 +12,12 @@ accumulate k+2 contiguous rows of O outputs. No basis recursion, no bounds check
 O(k) work per edge. Inputs outside the extended grid use only the base row (spline is zero).
 
 Numerics: the forward kernel is float32 without fastmath and sums in a fixed order, so decoding
-is deterministic and independent of the thread count. The backward kernel (training only) uses
-fastmath and one gradient accumulator per chunk; the caller sums them in chunk order.
+is deterministic and independent of the thread count. The backward kernels (training only) use
+fastmath and one gradient accumulator per chunk; the caller sums them in chunk order. For cubic
+layers the training forward keeps 1 + exp(-x) for the backward, and the backward of layers with
+SORTED_MIN_OUT outputs or more works input by input on the samples sorted by grid interval.
+The caller may pad O with zero columns (``kan.padded_outputs``): each output's arithmetic is
+the same at any O.
 
 Layouts (C-contiguous float32): x (N, I), y (N, O), gy (N, O), gx (N, I),
 table (I, n_int, k+2, O), gtable_parts (chunks, I, n_int, k+2, O).
@@ -246,7 +250,7 @@ def _backward_cubic_sorted_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, 
     """Input by input: the samples are counting-sorted by grid interval, and each interval's
     k+2 gradient rows are summed in one small accumulator and written once. Scattered
     read-modify-writes into a table larger than L1 are what the sample-by-sample loop
-    spends its time on (measured: 1.6x slower at 20 outputs)."""
+    spends its time on (1.8-2.3x slower from 4 outputs up; scripts/bench_kernels.py)."""
     n_in = x.shape[1]
     n_int = table.shape[1]
     n_out = table.shape[3]
