@@ -29,3 +29,15 @@ def test_bench_fit_smoke() -> None:
     assert result["meta"]["spec"].startswith("KAN 2-")
     for check in result["equality"].values():
         assert check["out_max_abs"] < 1e-2 * max(1.0, check["out_max_ref"])
+
+
+def test_bench_kernels_smoke() -> None:
+    cmd = [
+        sys.executable, str(ROOT / "scripts" / "bench_kernels.py"), "--threads", "1",
+        "--runs", "1", "--sizes", "3x3,5x20",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["3x3", "5x20"]
+    assert all(float(v) > 0 for r in rows for v in r[1:])
