@@ -131,6 +131,23 @@ def kan_backward(x, gy, table, g0, inv_h, gx, gtable_parts, need_gx):
 # --- cubic (k = 3, the default) specialisations: scalars instead of small arrays -------------
 
 
+@njit(inline="always", cache=True)
+def _interval(xi, g0, inv_h, n_int):
+    """(m, t): grid interval of xi and position in it; m = -1 outside the grid (or NaN)."""
+    pos = (xi - g0) * inv_h
+    m = -1
+    if pos >= 0.0 and pos < n_int:  # also rejects NaN
+        m = int(pos)  # pos >= 0 here, so truncation is floor (and much cheaper)
+    return m, pos - _F32(m)
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _silu_and_slope(xi, den):
+    """(SiLU(x), SiLU'(x)) from den = 1 + exp(-x), as the forward kept it."""
+    sig = _F32(1.0) / den
+    return xi * sig, sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+
+
 @njit(cache=True)
 def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
     n_in = x.shape[1]
@@ -146,12 +163,8 @@ def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
             if store_den:
                 den[n, i] = d
             silu = xi / d
-            pos = (xi - g0) * inv_h
-            m = -1
-            if pos >= 0.0 and pos < n_int:
-                m = int(pos)  # pos >= 0 here, so truncation is floor (and much cheaper)
-            if m >= 0 and m < n_int:
-                t = pos - _F32(m)
+            m, t = _interval(xi, g0, inv_h, n_int)
+            if m >= 0:
                 t2 = t * t
                 t3 = t2 * t
                 for o in range(n_out):
@@ -191,18 +204,6 @@ def kan_forward_cubic(x, table, g0, inv_h, y, nchunks, den):
         )
 
 
-@njit(inline="always", cache=True)
-def _interval(xi, g0, inv_h, n_int):
-    """(m, t): grid interval of xi and position in it; m = -1 outside the grid (or NaN)."""
-    pos = (xi - g0) * inv_h
-    m = -1
-    if pos >= 0.0 and pos < n_int:
-        m = int(pos)  # pos >= 0 here, so truncation is floor (and much cheaper)
-        if m >= n_int:
-            m = -1
-    return m, pos - _F32(m)
-
-
 @njit(fastmath=True, cache=True)
 def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
     """Sample by sample: scatter-adds k+2 gradient rows per (sample, input). For narrow layers."""
@@ -214,9 +215,7 @@ def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, 
         g = gy[n]
         for i in range(n_in):
             xi = x[n, i]
-            sig = _F32(1.0) / den[n, i]
-            silu = xi * sig
-            dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+            silu, dsilu = _silu_and_slope(xi, den[n, i])
             m, t = _interval(xi, g0, inv_h, n_int)
             s = _F32(0.0)
             if m >= 0:
@@ -281,9 +280,7 @@ def _backward_cubic_sorted_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, 
                 j = order[idx]
                 n = start + j
                 xi = x[n, i]
-                sig = _F32(1.0) / den[n, i]
-                silu = xi * sig
-                dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+                silu, dsilu = _silu_and_slope(xi, den[n, i])
                 t = frac[j]
                 t2 = t * t
                 t3 = t2 * t
@@ -308,9 +305,7 @@ def _backward_cubic_sorted_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, 
         for idx in range(0, start_of[0]):
             n = start + order[idx]
             xi = x[n, i]
-            sig = _F32(1.0) / den[n, i]
-            silu = xi * sig
-            dsilu = sig * (_F32(1.0) + xi * (_F32(1.0) - sig))
+            silu, dsilu = _silu_and_slope(xi, den[n, i])
             g = gy[n]
             s = _F32(0.0)
             for o in range(n_out):

@@ -231,8 +231,9 @@ class _FusedKAN(torch.autograd.Function):
 
 class _GridSum(torch.autograd.Function):
     """tx (W, O), ty (H, O), idx (N,) row-major pixel indices -> tx[idx % W] + ty[idx // W]
-    (N, O), as one numba pass (CPU float32); the same sums as the torch expression, bit for bit,
-    in a tenth of its time with its backward (index_put with accumulation)."""
+    (N, O), as one numba pass (CPU float32); the same sums as the torch expression, bit for bit.
+    With its backward it takes under half the time of torch's gather and index_put with
+    accumulation (profiled at 2 threads: 0.33 against 0.85 ms a step)."""
 
     @staticmethod
     def forward(ctx, tx, ty, idx):  # noqa: D102
