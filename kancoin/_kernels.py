@@ -14,10 +14,10 @@ O(k) work per edge. Inputs outside the extended grid use only the base row (spli
 Numerics: the forward kernel is float32 without fastmath and sums in a fixed order, so decoding
 is deterministic and independent of the thread count. The backward kernels (training only) use
 fastmath and one gradient accumulator per chunk; the caller sums them in chunk order. For cubic
-layers the training forward keeps 1 + exp(-x) for the backward, and the backward of layers with
-SORTED_MIN_OUT outputs or more works input by input on the samples sorted by grid interval.
-The caller may pad O with zero columns (``kan.padded_outputs``): each output's arithmetic is
-the same at any O.
+layers the training forward keeps 1 + exp(-x) for the backward, which works block by block of
+samples and input by input on the samples sorted by grid interval, the outputs in blocks of a
+compile-time width. The caller may pad O with zero columns (``kan.padded_outputs``,
+``kan.backward_outputs``): each output's arithmetic is the same at any O.
 
 Layouts (C-contiguous float32): x (N, I), y (N, O), gy (N, O), gx (N, I),
 table (I, n_int, k+2, O), gtable_parts (chunks, I, n_int, k+2, O).
@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _F32 = np.float32
 
@@ -204,138 +207,145 @@ def kan_forward_cubic(x, table, g0, inv_h, y, nchunks, den):
         )
 
 
+# Samples per block of the cubic backward: the block's gy rows and per-sample scratch stay in
+# L2 while each input walks them (1024 measured best of 256..2048; README "Speed").
+BACKWARD_BLOCK = 1024
+# Widest output block of the cubic backward; its k+2 accumulator rows live in registers.
+MAX_BLOCK_OUT = 32
+
+
+@intrinsic
+def _stack_f32(typingctx, size):
+    """Scratch of ``size`` (a literal) float32 on the stack. An alloca never aliases an array
+    argument, so LLVM can keep it in registers across a loop that reads and writes arrays."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n = size.literal_value
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=n)
+
+    return types.CPointer(types.float32)(size), codegen
+
+
 @njit(fastmath=True, cache=True)
-def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
-    """Sample by sample: scatter-adds k+2 gradient rows per (sample, input). For narrow layers."""
+def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop, width):
+    """Gradients for samples start..stop into gt (and gx), block by block of samples.
+
+    In each block, input by input, the samples are counting-sorted by grid interval; each
+    interval's k+2 gradient rows are summed over its samples in an accumulator and added to gt
+    once. The outputs go in blocks of W = len(width) (a compile-time constant: W in 4, 8, 16,
+    32, dividing O), so that the accumulator rows stay in registers rather than being stored
+    for every sample: the store traffic was what the sample-by-sample loop spent its time on.
+    gy may have fewer columns than the table (the rest are zero): each block copies its rows
+    into a zero-padded scratch, in cache for the walks over the inputs.
+    """
+    w = len(width)
     n_in = x.shape[1]
     n_int = table.shape[1]
     n_out = table.shape[3]
+    n_gy = gy.shape[1]
     gt[...] = 0.0
-    for n in range(start, stop):
-        g = gy[n]
-        for i in range(n_in):
-            xi = x[n, i]
-            silu, dsilu = _silu_and_slope(xi, den[n, i])
-            m, t = _interval(xi, g0, inv_h, n_int)
-            s = _F32(0.0)
-            if m >= 0:
-                t2 = t * t
-                t3 = t2 * t
-                d2 = _F32(2.0) * t * inv_h
-                d3 = _F32(3.0) * t2 * inv_h
-                for o in range(n_out):
-                    go = g[o]
-                    gt[i, m, 0, o] += go
-                    gt[i, m, 1, o] += t * go
-                    gt[i, m, 2, o] += t2 * go
-                    gt[i, m, 3, o] += t3 * go
-                    gt[i, m, 4, o] += silu * go
-                    s += go * (
-                        inv_h * table[i, m, 1, o]
-                        + d2 * table[i, m, 2, o]
-                        + d3 * table[i, m, 3, o]
-                        + dsilu * table[i, m, 4, o]
-                    )
-            else:
-                for o in range(n_out):
-                    gt[i, 0, 4, o] += silu * g[o]
-                    s += g[o] * dsilu * table[i, 0, 4, o]
-            if need_gx:
-                gx[n, i] = s
-
-
-@njit(fastmath=True, cache=True)
-def _backward_cubic_sorted_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop):
-    """Input by input: the samples are counting-sorted by grid interval, and each interval's
-    k+2 gradient rows are summed in one small accumulator and written once. Scattered
-    read-modify-writes into a table larger than L1 are what the sample-by-sample loop
-    spends its time on (1.8-2.3x slower from 4 outputs up; scripts/bench_kernels.py)."""
-    n_in = x.shape[1]
-    n_int = table.shape[1]
-    n_out = table.shape[3]
-    ns = stop - start
+    if stop <= start:
+        return
+    block = min(BACKWARD_BLOCK, stop - start)
     start_of = np.empty(n_int + 2, np.int64)  # bucket b = m + 1 (0: outside the grid)
-    bucket = np.empty(ns, np.int64)
-    frac = np.empty(ns, np.float32)
-    order = np.empty(ns, np.int64)
-    acc = np.empty((5, n_out), np.float32)
-    for i in range(n_in):
-        start_of[:] = 0
+    bucket = np.empty(block, np.int64)
+    feat = np.empty((block, 3), np.float32)  # t, SiLU(x), SiLU'(x)
+    gxb = np.empty(block, np.float32)
+    order = np.empty(block, np.int64)
+    gyb = np.zeros((block, n_out), np.float32)
+    acc = numba.carray(_stack_f32(160), (5, w))  # k + 2 = 5 rows of up to MAX_BLOCK_OUT
+    for b0 in range(start, stop, block):
+        ns = min(block, stop - b0)
         for j in range(ns):
-            m, t = _interval(x[start + j, i], g0, inv_h, n_int)
-            bucket[j] = m + 1
-            frac[j] = t
-            start_of[m + 2] += 1
-        for b in range(1, n_int + 2):
-            start_of[b] += start_of[b - 1]
-        for j in range(ns):  # afterwards start_of[b] is the end of bucket b
-            b = bucket[j]
-            order[start_of[b]] = j
-            start_of[b] += 1
-        for m in range(n_int):
-            acc[...] = 0.0
-            a0, a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3], acc[4]
-            r1, r2, r3, r4 = table[i, m, 1], table[i, m, 2], table[i, m, 3], table[i, m, 4]
-            for idx in range(start_of[m], start_of[m + 1]):
+            for o in range(n_gy):
+                gyb[j, o] = gy[b0 + j, o]
+        for i in range(n_in):
+            start_of[:] = 0
+            for j in range(ns):
+                xi = x[b0 + j, i]
+                m, t = _interval(xi, g0, inv_h, n_int)
+                silu, dsilu = _silu_and_slope(xi, den[b0 + j, i])
+                bucket[j] = m + 1
+                feat[j, 0] = t
+                feat[j, 1] = silu
+                feat[j, 2] = dsilu
+                gxb[j] = 0.0
+                start_of[m + 2] += 1
+            for b in range(1, n_int + 2):
+                start_of[b] += start_of[b - 1]
+            for j in range(ns):  # afterwards start_of[b] is the end of bucket b
+                b = bucket[j]
+                order[start_of[b]] = j
+                start_of[b] += 1
+            for m in range(n_int):
+                lo, hi = start_of[m], start_of[m + 1]
+                if lo == hi:
+                    continue
+                for ob in range(0, n_out, w):
+                    for p in range(5):
+                        for o in range(w):
+                            acc[p, o] = 0.0
+                    r1 = table[i, m, 1, ob : ob + w]
+                    r2 = table[i, m, 2, ob : ob + w]
+                    r3 = table[i, m, 3, ob : ob + w]
+                    r4 = table[i, m, 4, ob : ob + w]
+                    for idx in range(lo, hi):
+                        j = order[idx]
+                        t = feat[j, 0]
+                        silu = feat[j, 1]
+                        dsilu = feat[j, 2]
+                        t2 = t * t
+                        t3 = t2 * t
+                        d2 = _F32(2.0) * t * inv_h
+                        d3 = _F32(3.0) * t2 * inv_h
+                        g = gyb[j, ob : ob + w]
+                        s = _F32(0.0)
+                        for o in range(w):
+                            go = g[o]
+                            acc[0, o] += go
+                            acc[1, o] += t * go
+                            acc[2, o] += t2 * go
+                            acc[3, o] += t3 * go
+                            acc[4, o] += silu * go
+                            s += go * (inv_h * r1[o] + d2 * r2[o] + d3 * r3[o] + dsilu * r4[o])
+                        gxb[j] += s
+                    g_im = gt[i, m, :, ob : ob + w]
+                    for p in range(5):
+                        for o in range(w):
+                            g_im[p, o] += acc[p, o]
+            # outside the grid only the base branch acts (its weight is row k+1 of interval 0)
+            a4 = gt[i, 0, 4]
+            r4 = table[i, 0, 4]
+            for idx in range(0, start_of[0]):
                 j = order[idx]
-                n = start + j
-                xi = x[n, i]
-                silu, dsilu = _silu_and_slope(xi, den[n, i])
-                t = frac[j]
-                t2 = t * t
-                t3 = t2 * t
-                d2 = _F32(2.0) * t * inv_h
-                d3 = _F32(3.0) * t2 * inv_h
-                g = gy[n]
+                silu = feat[j, 1]
+                dsilu = feat[j, 2]
+                g = gyb[j]
                 s = _F32(0.0)
                 for o in range(n_out):
-                    go = g[o]
-                    a0[o] += go
-                    a1[o] += t * go
-                    a2[o] += t2 * go
-                    a3[o] += t3 * go
-                    a4[o] += silu * go
-                    s += go * (inv_h * r1[o] + d2 * r2[o] + d3 * r3[o] + dsilu * r4[o])
-                if need_gx:
-                    gx[n, i] = s
-            gt[i, m] = acc
-        # outside the grid only the base branch acts (its weight is row k+1 of interval 0)
-        a4 = gt[i, 0, 4]
-        r4 = table[i, 0, 4]
-        for idx in range(0, start_of[0]):
-            n = start + order[idx]
-            xi = x[n, i]
-            silu, dsilu = _silu_and_slope(xi, den[n, i])
-            g = gy[n]
-            s = _F32(0.0)
-            for o in range(n_out):
-                a4[o] += silu * g[o]
-                s += g[o] * dsilu * r4[o]
+                    a4[o] += silu * g[o]
+                    s += g[o] * dsilu * r4[o]
+                gxb[j] = s
             if need_gx:
-                gx[n, i] = s
-
-
-# Layers with at least this many outputs take the sorted backward (README, "Speed").
-SORTED_MIN_OUT = 4
+                for j in range(ns):
+                    gx[b0 + j, i] = gxb[j]
 
 
 @njit(parallel=True, cache=True)
-def kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, gtable_parts, need_gx, sorted_):
-    """den (N, I): 1 + exp(-x), kept by the forward."""
+def kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, gtable_parts, need_gx, width):
+    """den (N, I): 1 + exp(-x), kept by the forward. width: a tuple of W float32 zeros, W the
+    output block (``kan.backward_outputs``); the table's O must be a multiple of W."""
     n_samples = x.shape[0]
     nchunks = gtable_parts.shape[0]
     chunk = (n_samples + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         lo = ch * chunk
         hi = min((ch + 1) * chunk, n_samples)
-        if sorted_:
-            _backward_cubic_sorted_range(
-                x, den, gy, table, _F32(g0), _F32(inv_h), gx, gtable_parts[ch], need_gx, lo, hi
-            )
-        else:
-            _backward_cubic_range(
-                x, den, gy, table, _F32(g0), _F32(inv_h), gx, gtable_parts[ch], need_gx, lo, hi
-            )
+        _backward_cubic_range(
+            x, den, gy, table, _F32(g0), _F32(inv_h), gx, gtable_parts[ch], need_gx, lo, hi, width
+        )
 
 
 # --- the table: coefficients <-> per-interval polynomials -------------------------------------

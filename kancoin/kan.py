@@ -158,6 +158,17 @@ def padded_outputs(n_out: int) -> int:
     return 32 if 16 < n_out < 32 else n_out
 
 
+def backward_outputs(n_out: int) -> tuple[int, int]:
+    """(P, W): the output width the cubic backward runs at (zero columns past n_out) and its
+    output block, a compile-time width whose k+2 accumulator rows stay in registers. One block
+    of up to 32 outputs is cheapest; wider layers go in blocks of 16 (scripts/bench_kernels.py,
+    README "Speed")."""
+    for width in (4, 8, 16, _kernels.MAX_BLOCK_OUT):
+        if n_out <= width:
+            return width, width
+    return -(-n_out // 16) * 16, 16
+
+
 _POWER_CACHE: dict[int, np.ndarray] = {}
 
 
@@ -210,15 +221,19 @@ class _FusedKAN(torch.autograd.Function):
         k, g0, inv_h, n_out = ctx.grid
         need_gx = ctx.needs_input_grad[0]
         gx = torch.empty(xn.shape if need_gx else (1, 1), dtype=torch.float32)
+        n_in, n_int = table.shape[:2]
+        if k == 3:  # only cubic layers are padded
+            pad, width = backward_outputs(n_out)
+            if pad != table.shape[3]:
+                wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
+                wide[..., : table.shape[3]] = table
+                table = wide
         parts = np.empty((_chunks(xn.shape[0]),) + table.shape, dtype=np.float32)
-        n_in, n_int, _, pad = table.shape
-        if pad > n_out:  # zero gradient for the padding columns
-            gy = torch.nn.functional.pad(gy, (0, pad - n_out))
-        gyn = gy.contiguous().numpy()
+        gyn = gy.contiguous().numpy()  # (N, n_out): the cubic kernel zero-pads its blocks
         if k == 3:
-            sorted_ = n_out >= _kernels.SORTED_MIN_OUT
+            zeros = (np.float32(0.0),) * width  # its length selects the compiled output block
             _kernels.kan_backward_cubic(
-                xn, den, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx, sorted_
+                xn, den, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx, zeros
             )
         else:
             _kernels.kan_backward(xn, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx)

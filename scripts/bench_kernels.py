@@ -1,14 +1,16 @@
-"""Per-layer timing of the fused cubic KAN kernels: the two backward variants side by side.
+"""Per-layer timing of the fused cubic KAN kernels, against the same layer on torch ops.
 
     python scripts/bench_kernels.py                 # numba threads = usable cores
     python scripts/bench_kernels.py --threads 1
+    python scripts/bench_kernels.py --block 16      # force the backward's output block
 
 For one KAN layer of I inputs and O outputs (grid 11, batch 10,000, inputs spread over the
 extended grid and a little outside it) it prints, after warm-up, the median ms of: the
-training forward (it keeps 1 + exp(-x)), the sample-by-sample backward and the interval-sorted
-backward, and their ratio. ``kancoin._kernels.SORTED_MIN_OUT`` is chosen from this table.
-The kernels run at the O given, unpadded; training and decoding run layers of 17..31 outputs at
-32 (``kancoin.kan.padded_outputs``), so compare a 20x20 row with a 20x32 row for that choice.
+training forward (it keeps 1 + exp(-x)) and the backward, each at the width training runs it
+(``kancoin.kan.padded_outputs`` and ``backward_outputs``: the backward's width P and output
+block W are printed), and forward + backward of the same layer with the torch closed-form
+basis (``backend="dense"``, torch on the same threads), with the ratio fused / dense.
+``backward_outputs`` is chosen from this table (compare ``--block`` values).
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import statistics
 import time
 
 import numpy as np
+import torch
 
 from kancoin import _kernels, threads
-from kancoin.kan import KANLinear, _grid_position, spline_table
+from kancoin.kan import (
+    KANLinear,
+    _grid_position,
+    backward_outputs,
+    padded_outputs,
+    spline_table,
+)
 
 BATCH, GRID = 10_000, 11
 
@@ -35,28 +44,45 @@ def median_ms(fn, runs: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def time_layer(n_in: int, n_out: int, chunks: int, runs: int, rng) -> tuple[float, ...]:
-    """(forward, backward direct, backward sorted) ms for one I x O layer."""
+def time_layer(n_in: int, n_out: int, chunks: int, runs: int, block: int, rng) -> dict:
+    """ms of the fused forward and backward and of the dense layer's forward + backward."""
     layer = KANLinear(n_in, n_out, grid_size=GRID, spline_order=3)
-    table = spline_table(layer.base_weight, layer.scaled_spline_weight(), 3).numpy()
+    pad, width = backward_outputs(n_out)
+    if block:
+        width, pad = block, -(-n_out // block) * block
+    weights = layer.scaled_spline_weight()
+    table = spline_table(layer.base_weight, weights, 3, padded_outputs(n_out)).numpy()
+    wide = spline_table(layer.base_weight, weights, 3, pad).numpy()  # the backward's table
     g0, inv_h = _grid_position(GRID, 3, layer.grid_range)
     x = rng.uniform(-1.7, 1.7, (BATCH, n_in)).astype(np.float32)
     gy = rng.standard_normal((BATCH, n_out)).astype(np.float32)
-    y = np.empty((BATCH, n_out), np.float32)
+    y = np.empty((BATCH, table.shape[3]), np.float32)
     den, gx = np.empty_like(x), np.empty_like(x)
-    parts = np.empty((chunks,) + table.shape, np.float32)
+    parts = np.empty((chunks,) + wide.shape, np.float32)
+    zeros = (np.float32(0.0),) * width
 
     def forward() -> None:
         _kernels.kan_forward_cubic(x, table, g0, inv_h, y, chunks, den)
 
-    def backward(sorted_: bool) -> None:
-        _kernels.kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, parts, True, sorted_)
+    def backward() -> None:
+        _kernels.kan_backward_cubic(x, den, gy, wide, g0, inv_h, gx, parts, True, zeros)
 
-    return (
-        median_ms(forward, runs),
-        median_ms(lambda: backward(False), runs),
-        median_ms(lambda: backward(True), runs),
-    )
+    layer.backend = "dense"
+    xt = torch.from_numpy(x).requires_grad_(True)
+    gyt = torch.from_numpy(gy)
+
+    def dense() -> None:
+        layer.zero_grad(set_to_none=True)
+        layer(xt).backward(gyt)
+
+    with threads.torch_threads(chunks):
+        dense_ms = median_ms(dense, runs)
+    return {
+        "forward": median_ms(forward, runs),
+        "backward": median_ms(backward, runs),
+        "pw": f"{pad}/{width}",
+        "dense": dense_ms,
+    }
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]] | None:
@@ -73,8 +99,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument(
-        "--sizes", default="20x3,20x4,20x8,12x12,20x20,29x29,40x40", help="comma list of IxO"
+        "--sizes", default="20x3,20x8,12x12,20x20,29x29,40x40", help="comma list of IxO"
     )
+    ap.add_argument(
+        "--block", type=int, choices=(4, 8, 16, 32), default=0,
+        help="backward output block W (default: kancoin.kan.backward_outputs)",
+    )  # fmt: skip
     args = ap.parse_args()
     sizes = parse_sizes(args.sizes)
     if sizes is None:
@@ -84,13 +114,16 @@ def main() -> None:
     n_threads = threads.configure("kan", args.threads)
     chunks = max(1, min(numba.get_num_threads(), BATCH // 2048))
     print(f"numba threads {numba.get_num_threads()}, chunks {chunks}, batch {BATCH}, grid {GRID}")
-    head = ("I x O", "forward", "bwd direct", "bwd sorted", "direct/sorted")
-    print(f"{head[0]:>8} {head[1]:>9} {head[2]:>11} {head[3]:>11} {head[4]:>14}")
+    head = ("I x O", "forward", "backward", "P/W", "dense f+b", "fused/dense")
+    print(f"{head[0]:>8} {head[1]:>9} {head[2]:>9} {head[3]:>6} {head[4]:>10} {head[5]:>12}")
     rng = np.random.default_rng(0)
     for n_in, n_out in sizes:
-        size = f"{n_in}x{n_out}"
-        fwd, direct, sort = time_layer(n_in, n_out, chunks, args.runs, rng)
-        print(f"{size:>8} {fwd:9.2f} {direct:11.2f} {sort:11.2f} {direct / sort:14.2f}")
+        r = time_layer(n_in, n_out, chunks, args.runs, args.block, rng)
+        ratio = (r["forward"] + r["backward"]) / r["dense"]
+        print(
+            f"{f'{n_in}x{n_out}':>8} {r['forward']:9.2f} {r['backward']:9.2f} {r['pw']:>6}"
+            f" {r['dense']:10.2f} {ratio:12.2f}"
+        )
     print(f"(ms per call, median of {args.runs}; thread policy for {n_threads} cores)")
 
 
