@@ -40,4 +40,5 @@ def test_bench_kernels_smoke() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["3x3", "5x20"]
-    assert all(float(v) > 0 for r in rows for v in r[1:])
+    assert [r[3] for r in rows] == ["4/4", "32/32"]  # the backward's width / output block
+    assert all(float(v) > 0 for r in rows for v in r[1:3] + r[4:])

@@ -279,9 +279,13 @@ def test_grid_sum_equals_torch_gather_with_gradients() -> None:
     plain = tx[idx % width] + ty[idx // width]
     assert torch.equal(fused, plain)
     g_fused = torch.autograd.grad((fused * weights).sum(), (tx, ty))
-    g_plain = torch.autograd.grad((plain * weights).sum(), (tx, ty))
-    for a, b in zip(g_fused, g_plain, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # truth in float64: each gradient sums ~250-400 terms of size ~1, so float32 sums in
+    # different orders (chunks, threads) differ by up to a few 1e-5
+    t64 = [t.detach().double().requires_grad_(True) for t in (tx, ty)]
+    plain64 = t64[0][idx % width] + t64[1][idx // width]
+    g_truth = torch.autograd.grad((plain64 * weights.double()).sum(), t64)
+    for a, b in zip(g_fused, g_truth, strict=True):
+        assert (a.double() - b).abs().max() < 2e-5 * b.abs().max()
 
 
 @pytest.mark.parametrize("n_out", [17, 20, 31])
