@@ -353,45 +353,60 @@ def kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, gtable_parts, need_gx, 
 
 @njit(cache=True)
 def build_table(base_weight, coef, power, table):
-    """base_weight (O, I), coef (O, I, M), power (k+1, k+1) -> table (I, n_int, k+2, O)."""
-    n_out, n_in, m_coef = coef.shape
+    """base_weight (I, O), coef (I, M, O), power (k+1, k+1) -> table (I, n_int, k+2, P), P >= O
+    (columns past O are left as they are). Each entry sums over q in order, as
+    s = 0; s += power[q, p] * coef[.., c] for each valid c: the bits decoding depends on."""
+    n_in, m_coef, n_out = coef.shape
     k = power.shape[0] - 1
     n_int = table.shape[1]
     for i in range(n_in):
         for m in range(n_int):
+            for p in range(k + 1):
+                row = table[i, m, p]
+                for o in range(n_out):
+                    row[o] = 0.0
+                for q in range(k + 1):
+                    c = m - k + q
+                    if c >= 0 and c < m_coef:
+                        w = power[q, p]
+                        src = coef[i, c]
+                        for o in range(n_out):
+                            row[o] += w * src[o]
+            row = table[i, m, k + 1]
             for o in range(n_out):
-                for p in range(k + 1):
-                    s = _F32(0.0)
-                    for q in range(k + 1):
-                        c = m - k + q
-                        if c >= 0 and c < m_coef:
-                            s += power[q, p] * coef[o, i, c]
-                    table[i, m, p, o] = s
-                table[i, m, k + 1, o] = base_weight[o, i]
+                row[o] = base_weight[i, o]
 
 
-@njit(cache=True)
+@njit(fastmath=True, cache=True)
 def table_grad(gtable_parts, power, g_base, g_coef):
-    """Adjoint of build_table, summing the per-chunk parts in order."""
-    n_out, n_in, m_coef = g_coef.shape
+    """Adjoint of build_table, summing the per-chunk parts in order: g_base (I, O) and
+    g_coef (I, M, O) from gtable_parts (chunks, I, n_int, k+2, P), P >= O."""
+    n_in, m_coef, n_out = g_coef.shape
     k = power.shape[0] - 1
     n_int = gtable_parts.shape[2]
     g_base[...] = 0.0
     g_coef[...] = 0.0
-    gt = gtable_parts[0].copy()
-    for ch in range(1, gtable_parts.shape[0]):
-        gt += gtable_parts[ch]
+    gt = np.empty(n_out, np.float32)
     for i in range(n_in):
         for m in range(n_int):
-            for o in range(n_out):
-                g_base[o, i] += gt[i, m, k + 1, o]
+            for p in range(k + 2):
+                for o in range(n_out):
+                    gt[o] = gtable_parts[0, i, m, p, o]
+                for ch in range(1, gtable_parts.shape[0]):
+                    part = gtable_parts[ch, i, m, p]
+                    for o in range(n_out):
+                        gt[o] += part[o]
+                if p == k + 1:
+                    for o in range(n_out):
+                        g_base[i, o] += gt[o]
+                    continue
                 for q in range(k + 1):
                     c = m - k + q
                     if c >= 0 and c < m_coef:
-                        s = _F32(0.0)
-                        for p in range(k + 1):
-                            s += power[q, p] * gt[i, m, p, o]
-                        g_coef[o, i, c] += s
+                        w = power[q, p]
+                        dst = g_coef[i, c]
+                        for o in range(n_out):
+                            dst[o] += w * gt[o]
 
 
 # --- the separable first layer on the pixel grid: h[n] = term_x[col[n]] + term_y[row[n]] --------

@@ -141,9 +141,9 @@ def spline_table(
     shape = (n_in, m_coef + spline_order, spline_order + 2, max(n_out, padded_out))
     table = torch.zeros(shape) if padded_out > n_out else torch.empty(shape)
     power = _power_matrix_f32(spline_order)
-    _kernels.build_table(
-        base_weight.detach().contiguous().numpy(),
-        coef.detach().contiguous().numpy(),
+    _kernels.build_table(  # inputs first, outputs last: the kernel's loops run over outputs
+        base_weight.detach().t().contiguous().numpy(),
+        coef.detach().permute(1, 2, 0).contiguous().numpy(),
         power,
         table.numpy(),
     )
@@ -237,11 +237,67 @@ class _FusedKAN(torch.autograd.Function):
             )
         else:
             _kernels.kan_backward(xn, gyn, table, g0, inv_h, gx.numpy(), parts, need_gx)
-        g_base = torch.empty(n_out, n_in)
-        g_coef = torch.empty(n_out, n_in, n_int - k)
+        g_base = torch.empty(n_in, n_out)
+        g_coef = torch.empty(n_in, n_int - k, n_out)
         _kernels.table_grad(parts, _power_matrix_f32(k), g_base.numpy(), g_coef.numpy())
         ctx.arrays = None
+        g_base, g_coef = g_base.t(), g_coef.permute(2, 0, 1)  # (O, I), (O, I, M) as the weights
         return (gx if need_gx else None), g_base, g_coef, None, None, None
+
+
+class _GridTerms(torch.autograd.Function):
+    """A two-input cubic fused layer's terms on the pixel grid, from one table per step:
+    xs (W,), ys (H,), base_weight (O, 2), coef (O, 2, G + k) -> ((W, O), (H, O)), the terms
+    input 0 adds at xs and input 1 at ys; bit for bit ``edges_of_input(xs, 0)`` and
+    ``edges_of_input(ys, 1)`` (each table row depends on its own input only), with one table
+    build and one weight product instead of two (about 0.4 ms a step). Gradients w.r.t. the
+    weights only."""
+
+    @staticmethod
+    def forward(ctx, xs, ys, base_weight, coef, g0, inv_h):  # noqa: D102
+        n_out = coef.shape[0]
+        pad = padded_outputs(n_out)
+        table = spline_table(base_weight, coef, 3, pad).numpy()
+        keep = any(ctx.needs_input_grad)
+        saved, outs = [], []
+        for i, values in enumerate((xs, ys)):
+            vn = values.detach().reshape(-1, 1).contiguous().numpy()
+            y = torch.empty(vn.shape[0], pad, dtype=torch.float32)
+            den = np.empty(vn.shape if keep else (0, 0), dtype=np.float32)
+            _kernels.kan_forward_cubic(
+                vn, table[i : i + 1], g0, inv_h, y.numpy(), _chunks(vn.shape[0]), den
+            )
+            saved.append((vn, den))
+            outs.append(y[:, :n_out] if pad > n_out else y)
+        ctx.arrays = (saved, table)
+        ctx.grid = (g0, inv_h, n_out)
+        return outs[0], outs[1]
+
+    @staticmethod
+    def backward(ctx, gtx, gty):  # noqa: D102
+        saved, table = ctx.arrays
+        g0, inv_h, n_out = ctx.grid
+        pad, width = backward_outputs(n_out)
+        if pad != table.shape[3]:
+            wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
+            wide[..., : table.shape[3]] = table
+            table = wide
+        n_int = table.shape[1]
+        g_base = torch.empty(2, n_out)
+        g_coef = torch.empty(2, n_int - 3, n_out)
+        gx = np.empty((1, 1), dtype=np.float32)
+        zeros = (np.float32(0.0),) * width
+        for i, ((vn, den), gy) in enumerate(zip(saved, (gtx, gty), strict=True)):
+            parts = np.empty((_chunks(vn.shape[0]), 1) + table.shape[1:], dtype=np.float32)
+            gyn = gy.contiguous().numpy()
+            _kernels.kan_backward_cubic(
+                vn, den, gyn, table[i : i + 1], g0, inv_h, gx, parts, False, zeros
+            )
+            _kernels.table_grad(
+                parts, _power_matrix_f32(3), g_base[i : i + 1].numpy(), g_coef[i : i + 1].numpy()
+            )
+        ctx.arrays = None
+        return None, None, g_base.t(), g_coef.permute(2, 0, 1), None, None
 
 
 class _GridSum(torch.autograd.Function):
@@ -727,7 +783,12 @@ class KAN(nn.Module):
         """xs (W,), ys (H,) -> the first layer's terms ((W, O), (H, O)); differentiable. The
         edge sums at pixel (r, c) are term_x[c] + term_y[r]: W + H evaluations, not W·H."""
         first = self.layers[0]
-        return first.edges_of_input(xs, 0), first.edges_of_input(ys, 1)
+        if xs.requires_grad or ys.requires_grad:
+            return first.edges_of_input(xs, 0), first.edges_of_input(ys, 1)
+        g0, inv_h = _grid_position(first.grid_size, first.spline_order, first.grid_range)
+        return _GridTerms.apply(
+            xs, ys, first.base_weight, first.scaled_spline_weight(), g0, inv_h
+        )
 
     def forward_from_first(self, h: torch.Tensor) -> torch.Tensor:
         """The network after the first layer's edge sums h (N, O1): node bias, then the rest."""
