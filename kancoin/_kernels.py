@@ -156,6 +156,7 @@ def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
     n_in = x.shape[1]
     n_int = table.shape[1]
     n_out = table.shape[3]
+    n_y = y.shape[1]  # <= n_out: the padding columns are not written
     acc = np.empty(n_out, dtype=np.float32)
     for n in range(start, stop):
         for o in range(n_out):
@@ -180,7 +181,7 @@ def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
             else:
                 for o in range(n_out):
                     acc[o] += silu * table[i, 0, 4, o]
-        for o in range(n_out):
+        for o in range(n_y):
             y[n, o] = acc[o]
 
 
@@ -188,6 +189,7 @@ def _forward_cubic_range(x, table, g0, inv_h, y, den, store_den, start, stop):
 def kan_forward_cubic(x, table, g0, inv_h, y, nchunks, den):
     """Forward; with den of shape (N, I) (training) it also keeps 1 + exp(-x) for the backward,
     which then needs no exp. den of shape (0, 0): not kept (decoding). Same arithmetic either way.
+    y (N, O') with O' <= the table's O: a padded table's zero columns are computed, not stored.
     """
     # prange bodies are outlined and lose vectorisation: keep the hot loop in its own function.
     n_samples = x.shape[0]

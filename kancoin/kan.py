@@ -203,7 +203,8 @@ class _FusedKAN(torch.autograd.Function):
         n_out = coef.shape[0]
         pad = padded_outputs(n_out) if spline_order == 3 else n_out
         table = spline_table(base_weight, coef, spline_order, pad).numpy()
-        y = torch.empty(x.shape[0], pad, dtype=torch.float32)
+        # the kernels store only the first n_out columns: y is contiguous for the next layer
+        y = torch.empty(x.shape[0], n_out, dtype=torch.float32)
         den = None
         if spline_order == 3:
             # training keeps 1 + exp(-x) for the backward; decoding does not
@@ -213,7 +214,7 @@ class _FusedKAN(torch.autograd.Function):
             _kernels.kan_forward(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]))
         ctx.arrays = (xn, table, den)
         ctx.grid = (spline_order, g0, inv_h, n_out)
-        return y[:, :n_out] if pad > n_out else y
+        return y
 
     @staticmethod
     def backward(ctx, gy):  # noqa: D102
@@ -262,13 +263,13 @@ class _GridTerms(torch.autograd.Function):
         saved, outs = [], []
         for i, values in enumerate((xs, ys)):
             vn = values.detach().reshape(-1, 1).contiguous().numpy()
-            y = torch.empty(vn.shape[0], pad, dtype=torch.float32)
+            y = torch.empty(vn.shape[0], n_out, dtype=torch.float32)
             den = np.empty(vn.shape if keep else (0, 0), dtype=np.float32)
             _kernels.kan_forward_cubic(
                 vn, table[i : i + 1], g0, inv_h, y.numpy(), _chunks(vn.shape[0]), den
             )
             saved.append((vn, den))
-            outs.append(y[:, :n_out] if pad > n_out else y)
+            outs.append(y)
         ctx.arrays = (saved, table)
         ctx.grid = (g0, inv_h, n_out)
         return outs[0], outs[1]

@@ -56,7 +56,7 @@ def time_layer(n_in: int, n_out: int, chunks: int, runs: int, block: int, rng) -
     g0, inv_h = _grid_position(GRID, 3, layer.grid_range)
     x = rng.uniform(-1.7, 1.7, (BATCH, n_in)).astype(np.float32)
     gy = rng.standard_normal((BATCH, n_out)).astype(np.float32)
-    y = np.empty((BATCH, table.shape[3]), np.float32)
+    y = np.empty((BATCH, n_out), np.float32)  # the padding columns are not stored
     den, gx = np.empty_like(x), np.empty_like(x)
     parts = np.empty((chunks,) + wide.shape, np.float32)
     zeros = (np.float32(0.0),) * width
