@@ -1,3 +1,3 @@
 """kancoin: KAN implicit neural representations as an image codec."""
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
