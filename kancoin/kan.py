@@ -169,6 +169,17 @@ def backward_outputs(n_out: int) -> tuple[int, int]:
     return -(-n_out // 16) * 16, 16
 
 
+def _backward_table(table: np.ndarray, n_out: int) -> tuple[np.ndarray, int]:
+    """The forward's cubic table (I, n_int, k+2, P_f) widened with zero columns to the
+    backward's width, and the backward's output block (``backward_outputs``)."""
+    pad, width = backward_outputs(n_out)
+    if pad == table.shape[3]:
+        return table, width
+    wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
+    wide[..., : min(pad, table.shape[3])] = table[..., :pad]
+    return wide, width
+
+
 _POWER_CACHE: dict[int, np.ndarray] = {}
 
 
@@ -224,11 +235,7 @@ class _FusedKAN(torch.autograd.Function):
         gx = torch.empty(xn.shape if need_gx else (1, 1), dtype=torch.float32)
         n_in, n_int = table.shape[:2]
         if k == 3:  # only cubic layers are padded
-            pad, width = backward_outputs(n_out)
-            if pad != table.shape[3]:
-                wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
-                wide[..., : table.shape[3]] = table
-                table = wide
+            table, width = _backward_table(table, n_out)
         parts = np.empty((_chunks(xn.shape[0]),) + table.shape, dtype=np.float32)
         gyn = gy.contiguous().numpy()  # (N, n_out): the cubic kernel zero-pads its blocks
         if k == 3:
@@ -278,11 +285,7 @@ class _GridTerms(torch.autograd.Function):
     def backward(ctx, gtx, gty):  # noqa: D102
         saved, table = ctx.arrays
         g0, inv_h, n_out = ctx.grid
-        pad, width = backward_outputs(n_out)
-        if pad != table.shape[3]:
-            wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
-            wide[..., : table.shape[3]] = table
-            table = wide
+        table, width = _backward_table(table, n_out)
         n_int = table.shape[1]
         g_base = torch.empty(2, n_out)
         g_coef = torch.empty(2, n_int - 3, n_out)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +44,22 @@ def test_bench_kernels_smoke() -> None:
     assert [r[0] for r in rows] == ["3x3", "5x20"]
     assert [r[3] for r in rows] == ["4/4", "32/32"]  # the backward's width / output block
     assert all(float(v) > 0 for r in rows for v in r[1:3] + r[4:])
+
+
+@pytest.mark.slow
+def test_bench_commits_smoke() -> None:
+    """scripts/bench_commits.py times a commit in its own worktree and cleans up after itself
+    (slow: the worktree's kernels compile from scratch)."""
+    before = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    cmd = [
+        sys.executable, str(ROOT / "scripts" / "bench_commits.py"), "HEAD", "--threads", "1",
+        "--rounds", "1", "--steps", "2", "--runs", "1", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["rows"]
+    assert len(rows) == 1 and rows[0]["median_ms"] > 0 and rows[0]["ratio"] == 1.0
+    after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert after == before
