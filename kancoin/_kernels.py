@@ -288,7 +288,11 @@ def kan_forward_cubic(x, table, g0, inv_h, y, nchunks, den):
     """
     # prange bodies are outlined and lose vectorisation: keep the hot loops in functions.
     n_samples = x.shape[0]
+    if y.shape[1] > table.shape[3] or y.shape[0] != n_samples or x.shape[1] != table.shape[0]:
+        raise ValueError("kan_forward_cubic: x, table and y do not match")
     train = den.shape[0] == n_samples and n_samples > 0
+    if train and den.shape[1] != x.shape[1]:
+        raise ValueError("kan_forward_cubic: den does not match x")
     chunk = (n_samples + nchunks - 1) // nchunks
     for ch in prange(nchunks):
         lo = ch * chunk
@@ -430,6 +434,18 @@ def kan_backward_cubic(x, den, gy, table, g0, inv_h, gx, gtable_parts, need_gx, 
     """den (N, I): 1 + exp(-x), kept by the forward. width: a tuple of W float32 zeros, W the
     output block (``kan.backward_outputs``); the table's O must be a multiple of W."""
     n_samples = x.shape[0]
+    # the kernels index without bounds checks: refuse shapes they would overrun
+    if (
+        gy.shape[1] > table.shape[3]
+        or table.shape[3] % len(width) != 0
+        or len(width) > MAX_BLOCK_OUT
+        or gy.shape[0] != n_samples
+        or den.shape != x.shape
+        or x.shape[1] != table.shape[0]
+        or (need_gx and gx.shape != x.shape)
+        or gtable_parts.shape[1:] != table.shape
+    ):
+        raise ValueError("kan_backward_cubic: shapes do not match")
     nchunks = gtable_parts.shape[0]
     chunk = (n_samples + nchunks - 1) // nchunks
     for ch in prange(nchunks):

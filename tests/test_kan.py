@@ -354,3 +354,24 @@ def test_training_forward_close_to_decoding_forward() -> None:
         decoded = layer(x)
     trained = layer(x.clone().requires_grad_(True))
     assert (trained.detach() - decoded).abs().max() / decoded.abs().max() < 1e-6
+
+
+def test_cubic_kernels_refuse_mismatched_shapes() -> None:
+    """The kernels index without bounds checks, so shapes that would overrun them raise."""
+    from kancoin import _kernels
+
+    x = np.zeros((10, 3), np.float32)
+    table = np.zeros((3, 14, 5, 4), np.float32)
+    parts = np.zeros((1, 3, 14, 5, 4), np.float32)
+    wide_gy = np.zeros((10, 5), np.float32)  # more columns than the table
+    with pytest.raises(ValueError):
+        _kernels.kan_backward_cubic(
+            x, x + 1, wide_gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
+        )
+    with pytest.raises(ValueError):  # output block wider than the table
+        _kernels.kan_backward_cubic(
+            x, x + 1, wide_gy[:, :4], table, -1.0, 5.0, x.copy(), parts, True,
+            (np.float32(0),) * 8,
+        )  # fmt: skip
+    with pytest.raises(ValueError):
+        _kernels.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1, np.zeros((0, 0), np.float32))
