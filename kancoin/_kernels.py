@@ -35,6 +35,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _F32 = np.float32
+# fastmath for the backward kernels without its no-NaN / no-inf assumptions: with them LLVM
+# may drop the checks that send a NaN input outside the grid (a diverged fit would index the
+# table with int(NaN) instead of getting NaN gradients)
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @njit(inline="always", cache=True)
@@ -87,7 +91,7 @@ def kan_forward(x, table, g0, inv_h, y, nchunks):
                 y[n, o] = acc[o]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
 def kan_backward(x, gy, table, g0, inv_h, gx, gtable_parts, need_gx):
     """Gradients of sum(gy * y) w.r.t. x (into gx, if need_gx) and the table (per chunk)."""
     n_samples, n_in = x.shape
@@ -145,7 +149,7 @@ def _interval(xi, g0, inv_h, n_int):
     return m, pos - _F32(m)
 
 
-@njit(inline="always", fastmath=True, cache=True)
+@njit(inline="always", fastmath=_FAST, error_model="numpy", cache=True)
 def _silu_and_slope(xi, den):
     """(SiLU(x), SiLU'(x)) from den = 1 + exp(-x), as the forward kept it."""
     sig = _F32(1.0) / den
@@ -255,7 +259,8 @@ def _forward_cubic_train_range(x, table, g0, inv_h, y, den, start, stop):
             dens[base + j] = d
             pos = (xi - g0) * inv_h
             inside = _F32(1.0) if (pos >= _F32(0.0)) & (pos < _F32(n_int)) else _F32(0.0)
-            m = np.int32(max(min(pos, top), _F32(0.0)))  # NaN -> 0
+            clamped = pos if pos > _F32(0.0) else _F32(0.0)  # NaN -> 0 (min/max keep NaN)
+            m = np.int32(clamped if clamped < top else top)
             t = (pos - _F32(m)) * inside
             t2 = t * t
             interval[j] = m
@@ -324,7 +329,7 @@ def _stack_f32(typingctx, size):
     return types.CPointer(types.float32)(size), codegen
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=_FAST, error_model="numpy", cache=True)
 def _backward_cubic_range(x, den, gy, table, g0, inv_h, gx, gt, need_gx, start, stop, width):
     """Gradients for samples start..stop into gt (and gx), block by block of samples.
 

@@ -375,3 +375,23 @@ def test_cubic_kernels_refuse_mismatched_shapes() -> None:
         )  # fmt: skip
     with pytest.raises(ValueError):
         _kernels.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1, np.zeros((0, 0), np.float32))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_fused_training_survives_nan_and_inf_inputs(k: int) -> None:
+    """A diverged fit feeds NaN / inf into a layer: training forward and backward must give NaN
+    where it came from, not index the table with int(NaN) (it crashed the process once)."""
+    torch.manual_seed(k)
+    layer = KANLinear(4, 20, grid_size=11, spline_order=k)
+    x = torch.rand(3000, 4) * 2 - 1
+    x[::3, 0] = float("nan")
+    x[1::3, 1] = float("inf")
+    x[2::3, 2] = float("-inf")
+    xin = x.clone().requires_grad_(True)
+    y = layer(xin)
+    y.sum().backward()
+    assert torch.isnan(y[::3]).all()
+    clean = torch.rand(50, 4) * 2 - 1  # the same layer still works on finite inputs
+    assert torch.isfinite(layer(clean.requires_grad_(True))).all()
+    with torch.no_grad():
+        assert torch.isnan(layer(x)[::3]).all()
