@@ -176,8 +176,16 @@ def _backward_table(table: np.ndarray, n_out: int) -> tuple[np.ndarray, int]:
     if pad == table.shape[3]:
         return table, width
     wide = np.zeros(table.shape[:3] + (pad,), dtype=np.float32)
-    wide[..., : min(pad, table.shape[3])] = table[..., :pad]
+    wide[..., : table.shape[3]] = table  # padded_outputs(n) <= backward_outputs(n)[0]
     return wide, width
+
+
+def _training(*tensors: torch.Tensor) -> bool:
+    """Whether a fused call is recorded for a backward: grad mode on and an input needing it.
+    Decided by the caller: inside a Function's forward grad mode is always off, and
+    ``ctx.needs_input_grad`` stays true under ``torch.no_grad`` for parameters, which would
+    send decoding (rendered under no_grad) through the training kernel."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 _POWER_CACHE: dict[int, np.ndarray] = {}
@@ -209,7 +217,7 @@ class _FusedKAN(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, base_weight, coef, spline_order, g0, inv_h):  # noqa: D102
+    def forward(ctx, x, base_weight, coef, spline_order, g0, inv_h, train):  # noqa: D102
         xn = x.detach().contiguous().numpy()
         n_out = coef.shape[0]
         pad = padded_outputs(n_out) if spline_order == 3 else n_out
@@ -219,7 +227,7 @@ class _FusedKAN(torch.autograd.Function):
         den = None
         if spline_order == 3:
             # training keeps 1 + exp(-x) for the backward; decoding does not
-            den = np.empty(xn.shape if any(ctx.needs_input_grad) else (0, 0), dtype=np.float32)
+            den = np.empty(xn.shape if train else (0, 0), dtype=np.float32)
             _kernels.kan_forward_cubic(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]), den)
         else:
             _kernels.kan_forward(xn, table, g0, inv_h, y.numpy(), _chunks(x.shape[0]))
@@ -250,7 +258,7 @@ class _FusedKAN(torch.autograd.Function):
         _kernels.table_grad(parts, _power_matrix_f32(k), g_base.numpy(), g_coef.numpy())
         ctx.arrays = None
         g_base, g_coef = g_base.t(), g_coef.permute(2, 0, 1)  # (O, I), (O, I, M) as the weights
-        return (gx if need_gx else None), g_base, g_coef, None, None, None
+        return (gx if need_gx else None), g_base, g_coef, None, None, None, None
 
 
 class _GridTerms(torch.autograd.Function):
@@ -262,16 +270,15 @@ class _GridTerms(torch.autograd.Function):
     weights only."""
 
     @staticmethod
-    def forward(ctx, xs, ys, base_weight, coef, g0, inv_h):  # noqa: D102
+    def forward(ctx, xs, ys, base_weight, coef, g0, inv_h, train):  # noqa: D102
         n_out = coef.shape[0]
         pad = padded_outputs(n_out)
         table = spline_table(base_weight, coef, 3, pad).numpy()
-        keep = any(ctx.needs_input_grad)
         saved, outs = [], []
         for i, values in enumerate((xs, ys)):
             vn = values.detach().reshape(-1, 1).contiguous().numpy()
             y = torch.empty(vn.shape[0], n_out, dtype=torch.float32)
-            den = np.empty(vn.shape if keep else (0, 0), dtype=np.float32)
+            den = np.empty(vn.shape if train else (0, 0), dtype=np.float32)
             _kernels.kan_forward_cubic(
                 vn, table[i : i + 1], g0, inv_h, y.numpy(), _chunks(vn.shape[0]), den
             )
@@ -301,7 +308,7 @@ class _GridTerms(torch.autograd.Function):
                 parts, _power_matrix_f32(3), g_base[i : i + 1].numpy(), g_coef[i : i + 1].numpy()
             )
         ctx.arrays = None
-        return None, None, g_base.t(), g_coef.permute(2, 0, 1), None, None
+        return None, None, g_base.t(), g_coef.permute(2, 0, 1), None, None, None
 
 
 class _GridSum(torch.autograd.Function):
@@ -524,9 +531,10 @@ class KANLinear(KANLayer):
         kernel, differentiable w.r.t. the weights (needs ``splits_by_input``)."""
         g0, inv_h = _grid_position(self.grid_size, self.spline_order, self.grid_range)
         coef = self.spline_weight[:, i : i + 1] * self.spline_scaler[:, i : i + 1, None]
+        base = self.base_weight[:, i : i + 1]
         return _FusedKAN.apply(
-            values.reshape(-1, 1).contiguous(), self.base_weight[:, i : i + 1], coef,
-            self.spline_order, g0, inv_h,
+            values.reshape(-1, 1).contiguous(), base, coef, self.spline_order, g0, inv_h,
+            _training(values, base, coef),
         )  # fmt: skip
 
     def edges(self, x: torch.Tensor) -> torch.Tensor:
@@ -535,8 +543,9 @@ class KANLinear(KANLayer):
         if backend == "fused":
             g0, inv_h = _grid_position(self.grid_size, self.spline_order, self.grid_range)
             return _FusedKAN.apply(
-                x.contiguous(), self.base_weight, coef, self.spline_order, g0, inv_h
-            )
+                x.contiguous(), self.base_weight, coef, self.spline_order, g0, inv_h,
+                _training(x, self.base_weight, coef),
+            )  # fmt: skip
         base = nn.functional.silu(x) @ self.base_weight.t()
         basis_fn = bspline_basis_reference if backend == "reference" else bspline_basis_dense
         basis = basis_fn(x, self.grid_size, self.spline_order, self.grid_range)
@@ -790,9 +799,9 @@ class KAN(nn.Module):
         if xs.requires_grad or ys.requires_grad:
             return first.edges_of_input(xs, 0), first.edges_of_input(ys, 1)
         g0, inv_h = _grid_position(first.grid_size, first.spline_order, first.grid_range)
-        return _GridTerms.apply(
-            xs, ys, first.base_weight, first.scaled_spline_weight(), g0, inv_h
-        )
+        coef = first.scaled_spline_weight()
+        train = _training(first.base_weight, coef)
+        return _GridTerms.apply(xs, ys, first.base_weight, coef, g0, inv_h, train)
 
     def forward_from_first(self, h: torch.Tensor) -> torch.Tensor:
         """The network after the first layer's edge sums h (N, O1): node bias, then the rest."""

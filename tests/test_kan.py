@@ -201,9 +201,10 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool, first_grid) 
     for chunk in (1 << 16, 100):  # one block, and blocks of one row
         got = render(model, height, width, chunk=chunk)
         assert torch.equal(got, expected)
-    # the float outputs themselves agree bit for bit
-    tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
+    # the float outputs themselves agree bit for bit (as render computes them: under no_grad,
+    # so through the decoding kernel)
     with torch.no_grad():
+        tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
         h = (ty[:, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
         assert torch.equal(model.forward_from_first(h), direct)
 
@@ -344,7 +345,11 @@ def test_fast_exp_matches_libm() -> None:
 
 def test_training_forward_close_to_decoding_forward() -> None:
     """Training (fast exp, kept 1 + exp(-x)) and decoding (libm exp) forwards agree to ~1e-7;
-    only the decoding one is pinned bit for bit (golden files)."""
+    only the decoding one is pinned bit for bit (golden files). Under no_grad a layer whose
+    weights require grad (the encoder's renders) takes the decoding kernel."""
+    from kancoin import _kernels
+    from kancoin.kan import _grid_position, padded_outputs, spline_table
+
     torch.manual_seed(5)
     layer = KANLinear(9, 20, grid_size=11, spline_order=3)
     with torch.no_grad():
@@ -352,29 +357,36 @@ def test_training_forward_close_to_decoding_forward() -> None:
     x = torch.rand(6000, 9) * 3.4 - 1.7  # some outside the grid
     with torch.no_grad():
         decoded = layer(x)
-    trained = layer(x.clone().requires_grad_(True))
-    assert (trained.detach() - decoded).abs().max() / decoded.abs().max() < 1e-6
+        coef = layer.scaled_spline_weight()
+        table = spline_table(layer.base_weight, coef, 3, padded_outputs(20)).numpy()
+    exact = np.empty((6000, 20), np.float32)
+    g0, inv_h = _grid_position(11, 3, layer.grid_range)
+    no_den = np.empty((0, 0), np.float32)
+    _kernels.kan_forward_cubic(x.numpy(), table, g0, inv_h, exact, 1, no_den)
+    assert np.array_equal(decoded.numpy(), exact)
+    trained = layer(x.clone().requires_grad_(True)).detach()
+    assert (trained - decoded).abs().max() / decoded.abs().max() < 1e-6
+    assert not torch.equal(trained, decoded)  # two kernels: the comparison above means something
 
 
-def test_cubic_kernels_refuse_mismatched_shapes() -> None:
-    """The kernels index without bounds checks, so shapes that would overrun them raise."""
+def test_decoder_takes_the_decoding_kernel(monkeypatch) -> None:
+    """decode_bytes never runs the training forward (it would keep 1 + exp(-x) and use the
+    fast exp, and files would no longer decode to the same bits)."""
+    from pathlib import Path
+
     from kancoin import _kernels
+    from kancoin.decode import decode_bytes
 
-    x = np.zeros((10, 3), np.float32)
-    table = np.zeros((3, 14, 5, 4), np.float32)
-    parts = np.zeros((1, 3, 14, 5, 4), np.float32)
-    wide_gy = np.zeros((10, 5), np.float32)  # more columns than the table
-    with pytest.raises(ValueError):
-        _kernels.kan_backward_cubic(
-            x, x + 1, wide_gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
-        )
-    with pytest.raises(ValueError):  # output block wider than the table
-        _kernels.kan_backward_cubic(
-            x, x + 1, wide_gy[:, :4], table, -1.0, 5.0, x.copy(), parts, True,
-            (np.float32(0),) * 8,
-        )  # fmt: skip
-    with pytest.raises(ValueError):
-        _kernels.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1, np.zeros((0, 0), np.float32))
+    seen = []
+    forward = _kernels.kan_forward_cubic
+
+    def spy(x, table, g0, inv_h, y, nchunks, den):
+        seen.append(den.shape)
+        return forward(x, table, g0, inv_h, y, nchunks, den)
+
+    monkeypatch.setattr(_kernels, "kan_forward_cubic", spy)
+    decode_bytes((Path(__file__).parent / "golden" / "tiny.kc").read_bytes())
+    assert seen and all(shape == (0, 0) for shape in seen)
 
 
 @pytest.mark.parametrize("k", [2, 3])
