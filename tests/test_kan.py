@@ -389,6 +389,27 @@ def test_decoder_takes_the_decoding_kernel(monkeypatch) -> None:
     assert seen and all(shape == (0, 0) for shape in seen)
 
 
+def test_cubic_kernels_refuse_mismatched_shapes() -> None:
+    """The kernels index without bounds checks, so shapes that would overrun them raise."""
+    from kancoin import _kernels
+
+    x = np.zeros((10, 3), np.float32)
+    table = np.zeros((3, 14, 5, 4), np.float32)
+    parts = np.zeros((1, 3, 14, 5, 4), np.float32)
+    wide_gy = np.zeros((10, 5), np.float32)  # more columns than the table
+    with pytest.raises(ValueError):
+        _kernels.kan_backward_cubic(
+            x, x + 1, wide_gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
+        )
+    with pytest.raises(ValueError):  # output block wider than the table
+        _kernels.kan_backward_cubic(
+            x, x + 1, wide_gy[:, :4], table, -1.0, 5.0, x.copy(), parts, True,
+            (np.float32(0),) * 8,
+        )  # fmt: skip
+    with pytest.raises(ValueError):
+        _kernels.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1, np.zeros((0, 0), np.float32))
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_fused_training_survives_nan_and_inf_inputs(k: int) -> None:
     """A diverged fit feeds NaN / inf into a layer: training forward and backward must give NaN
