@@ -8,10 +8,12 @@ a fresh process of this interpreter with ``PYTHONPATH`` set to it, so every comm
 kancoin (its numba kernels compile on the first round and are cached in the worktree). A round
 times every commit once per thread count, in turn, so a slow spell of the host hits all of
 them alike; the table gives each commit's median over the rounds, its min, and the ratio of
-the medians to the first commit. The step is ``kancoin.fit``'s: the encoder's default KAN for
-768x512 at 0.3 bpp (``encode.plan``), batch 10,000 random pixels through
-``fit.pixel_predictor``, MSE, fused Adam, thread policy ``threads.configure("kan", n)``.
-Only commits whose kancoin has these functions can be timed (0.4 and later).
+the medians to the first commit. The step is ``kancoin.codec.fit``'s: the encoder's default KAN
+for 768x512 at 0.3 bpp (``codec.encode.plan``), batch 10,000 random pixels through the family's
+``predictor``, MSE, fused Adam, thread policy ``codec.runtime.configure(spec, n)``. Commits of
+the flat layout before the subpackages (``kancoin.encode.plan``, ``fit.pixel_predictor``,
+``threads.configure("kan", n)``: 0.4 to 0.4.2) run the same step through those names; older
+commits cannot be timed.
 """
 
 from __future__ import annotations
@@ -31,16 +33,28 @@ REPO = Path(__file__).resolve().parent.parent
 STEP = r"""
 import json, sys, time, statistics
 import torch
-from kancoin import threads
-from kancoin.encode import EncodeOptions, plan
-from kancoin.fit import pixel_predictor
-from kancoin.models import build_model
 n, steps, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-threads.configure("kan", n)
-torch.manual_seed(0)
-model = build_model(plan((512, 768, 3), EncodeOptions(bpp=0.3))).train()
+try:  # the subpackage layout
+    from kancoin.codec import runtime
+    from kancoin.codec.encode import plan
+    from kancoin.codec.options import EncodeOptions
+    from kancoin.nets import build, family_of
+except ImportError:  # the flat layout (0.4 to 0.4.2)
+    from kancoin import threads
+    from kancoin.encode import EncodeOptions, plan
+    from kancoin.fit import pixel_predictor
+    from kancoin.models import build_model
+    threads.configure("kan", n)
+    torch.manual_seed(0)
+    model = build_model(plan((512, 768, 3), EncodeOptions(bpp=0.3))).train()
+    predict = pixel_predictor(model, 512, 768, torch.device("cpu"))
+else:
+    spec = plan((512, 768, 3), EncodeOptions(bpp=0.3))
+    runtime.configure(spec, n)
+    torch.manual_seed(0)
+    model = build(spec).train()
+    predict = family_of(spec).predictor(model, 512, 768, torch.device("cpu"))
 opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-predict = pixel_predictor(model, 512, 768, torch.device("cpu"))
 gen = torch.Generator().manual_seed(0)
 data = [(torch.randint(0, 512 * 768, (10000,), generator=gen), torch.rand(10000, 3, generator=gen))
         for _ in range(4)]

@@ -8,29 +8,32 @@
 Measures, after warm-up, the median over several runs of:
 
 - ms per training step (forward + backward + fused Adam; batch of 10,000 random pixels of a
-  768x512 image, MSE to random targets, taken as ``kancoin.fit`` takes it: pixel indices through
-  ``fit.pixel_predictor``) for
-  ours       ``build_model(plan(...))``: the encoder's default KAN for 768x512 at 0.3 bpp (range
+  768x512 image, MSE to random targets, taken as ``kancoin.codec.fit`` takes it: pixel indices
+  through the family's ``predictor``) for
+  ours       ``build(plan(...))``: the encoder's default KAN for 768x512 at 0.3 bpp (range
              coding; ``--spec fixed9``: fixed 9-bit coding's), backend auto (fused numba on CPU),
   reference  the same KAN with efficient-kan's Cox–de Boor dense basis (``backend="reference"``),
   dense      the same KAN with the torch closed-form basis (``backend="dense"``),
   siren      COIN's SIREN 10x28;
   the models are timed in turn within each run and the ratios are medians of per-run ratios;
-- decode time of a 768x512 ``.kc`` file (untrained weights), through ``decode_bytes``;
+- decode time of a 768x512 ``.kc`` file (untrained weights), through
+  ``kancoin.codec.decode.decode_bytes``;
 - with ``--encode-steps N``: the whole ``encode_pixels`` of kodim23 with ``--arch kan`` and
   ``--arch siren`` at N steps each;
 - peak RSS of an encode (50 iterations) and of a decode, each in its own subprocess
   (``--peak encode|decode``, used internally).
 
-The thread policy ``kancoin.threads.configure`` is applied before each model: a KAN gets torch 1
-thread + numba N threads, a SIREN torch N threads. ``--baseline-policy torch`` gives the
+The thread policy ``kancoin.codec.runtime.configure`` is applied before each model: a KAN gets
+torch 1 thread + numba N threads, a SIREN torch N threads. ``--baseline-policy torch`` gives the
 torch-only KAN backends (reference, dense) torch N threads instead (a fairer comparison for them).
-It also checks that the fused and reference KANs agree on the same weights (outputs, gradients).
+It also checks that the fused and reference KANs agree on the same weights (outputs, gradients;
+``--check-samples`` inputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -45,17 +48,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kancoin import threads
-from kancoin.bitstream import read_bytes
-from kancoin.decode import decode_bytes
-from kancoin.encode import EncodeOptions, plan, serialise_bytes
-from kancoin.fit import pixel_predictor
-from kancoin.grid import coordinates
-from kancoin.kan import KAN, KANLinear
-from kancoin.models import build_model, export_tensors
-from kancoin.quant import quantize_tensor
-from kancoin.ratecontrol import choose_kan
-from kancoin.siren import Siren
+from kancoin.codec import runtime
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import plan, serialise_bytes
+from kancoin.codec.options import EncodeOptions
+from kancoin.codec.ratecontrol import choose
+from kancoin.format.container import read_bytes
+from kancoin.format.quant import quantize_tensor
+from kancoin.nets import NetSpec, build, export_arrays, family
+from kancoin.nets.coords import coordinates
+from kancoin.nets.kan.layers import KANLinear
+from kancoin.nets.kan.network import KAN
+from kancoin.nets.siren import SirenSpec
 
 HEIGHT, WIDTH, CHANNELS = 512, 768, 3
 BPP, BITS = 0.3, 9
@@ -69,26 +73,37 @@ SPECS = ("default", "fixed9")
 SPEC = {"name": "default"}  # set from --spec in main
 
 
-def kan_spec():
+def kan_spec() -> NetSpec:
     """The architecture ``kancoin encode`` picks for a 768x512 RGB image at 0.3 bpp: with the
     default options (range coding), or with fixed 9-bit coding (``--spec fixed9``)."""
-    if SPEC["name"] == "fixed9":
-        return choose_kan(HEIGHT, WIDTH, CHANNELS, BPP, BITS)
+    return _kan_spec(SPEC["name"])
+
+
+@functools.cache
+def _kan_spec(name: str) -> NetSpec:  # rate control's search: ~50 ms, asked for many times
+    if name == "fixed9":
+        return choose("kan", HEIGHT, WIDTH, CHANNELS, BPP, BITS)  # fixed coding, BITS each
     return plan((HEIGHT, WIDTH, CHANNELS), EncodeOptions(bpp=BPP))
 
 
+def siren_spec() -> SirenSpec:
+    return SirenSpec(SIREN_WIDTHS)
+
+
 def make_kan(backend: str) -> KAN:
-    s = kan_spec()
-    return KAN(s.widths, s.grid_size, s.spline_order, s.grid_range, backend=backend)
+    """The benchmark's KAN (first-layer grid included) on the given B-spline backend."""
+    return family("kan").build(kan_spec(), backend=backend)
 
 
 # name -> (thread-policy arch, constructor)
 MODELS = {
-    "ours": ("kan", lambda: build_model(kan_spec())),
+    "ours": ("kan", lambda: build(kan_spec())),
     "reference": ("kan", lambda: make_kan("reference")),
     "dense": ("kan", lambda: make_kan("dense")),
-    "siren": ("siren", lambda: Siren(SIREN_WIDTHS)),
+    "siren": ("siren", lambda: build(siren_spec())),
 }
+# the spec whose family's thread policy an arch gets
+POLICY_SPECS = {"kan": kan_spec, "siren": siren_spec}
 
 
 def sync(device: torch.device) -> None:
@@ -115,15 +130,16 @@ def versions() -> dict:
         "numba": numba.__version__,
         "numpy": np.__version__,
         "cpu": cpu_model(),
-        "usable_cores": threads.usable_cores(),
+        "usable_cores": runtime.usable_cores(),
     }
 
 
 def apply_policy(arch: str, n: int) -> dict:
-    """kancoin's thread policy; returns what it set."""
+    """kancoin's thread policy for ``arch``'s benchmark network; returns what it set."""
     import numba
 
-    threads.configure(arch, n)
+    spec: NetSpec = POLICY_SPECS[arch]()
+    runtime.configure(spec, n)
     return {"torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads()}
 
 
@@ -154,6 +170,7 @@ class StepTimer:
 
     def __init__(self, name: str, n_threads: int, device: torch.device, args) -> None:
         arch, make = MODELS[name]
+        family_name = arch  # the network's own family (its predictor)
         if name in ("reference", "dense") and args.baseline_policy == "torch":
             arch = "siren"  # torch N threads
         self.arch, self.n_threads, self.device = arch, n_threads, device
@@ -161,8 +178,8 @@ class StepTimer:
         torch.manual_seed(0)
         self.model = make().to(device).train()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
-        # a training step as kancoin.fit takes it: pixel indices -> outputs
-        self.predict = pixel_predictor(self.model, HEIGHT, WIDTH, device)
+        # a training step as kancoin.codec.fit takes it: pixel indices -> outputs
+        self.predict = family(family_name).predictor(self.model, HEIGHT, WIDTH, device)
         self.data = pixel_batches(device, 4)
         self.i = 0
         self.backend = "siren"
@@ -197,7 +214,9 @@ def bench_steps(names: list[str], n_threads: int, device: torch.device, args) ->
     timers = {name: StepTimer(name, n_threads, device, args) for name in names}
     slow = {"reference"}
     for name, t in timers.items():
-        t.run(1 if name in slow else args.warmup)
+        warmup = 1 if name in slow else args.warmup
+        if warmup:
+            t.run(warmup)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.runs):
         for name, t in timers.items():
@@ -229,23 +248,28 @@ def bench_steps(names: list[str], n_threads: int, device: torch.device, args) ->
 # --- equality -----------------------------------------------------------------------------------
 
 
-def _compare(make, state: dict, x: torch.Tensor, backend: str, dev: torch.device) -> dict:
+def _run(make, state: dict, x: torch.Tensor, backend: str, dev: torch.device):
+    """Outputs and the gradients of sum(out * g) (parameters, then x) of ``make(backend)``
+    holding ``state``, on dev."""
+    m = make(backend)
+    m.load_state_dict(state)
+    m.to(dev)
+    xi = x.detach().clone().to(dev).requires_grad_(True)
+    y = m(xi)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(dev)
+    (y * gy).sum().backward()
+    grads = [p.grad.detach().cpu() for p in m.parameters()] + [xi.grad.detach().cpu()]
+    return y.detach().cpu(), grads
+
+
+def _compare(
+    make, state: dict, x: torch.Tensor, backend: str, dev: torch.device, reference
+) -> dict:
     """Max abs diff of outputs and max relative diff of the gradients of sum(out * g),
-    backend on dev against the reference on CPU, same weights and inputs."""
-
-    def run(b: str, d: torch.device):
-        m = make(b)
-        m.load_state_dict(state)
-        m.to(d)
-        xi = x.detach().clone().to(d).requires_grad_(True)
-        y = m(xi)
-        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(d)
-        (y * gy).sum().backward()
-        grads = [p.grad.detach().cpu() for p in m.parameters()] + [xi.grad.detach().cpu()]
-        return y.detach().cpu(), grads
-
-    y_ref, g_ref = run("reference", torch.device("cpu"))
-    y, grads = run(backend, dev)
+    backend on dev against ``reference`` (``_run`` of the reference backend on CPU), same
+    weights and inputs."""
+    y_ref, g_ref = reference
+    y, grads = _run(make, state, x, backend, dev)
     rel = max(
         float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
         for a, b in zip(grads, g_ref, strict=True)
@@ -257,11 +281,12 @@ def _compare(make, state: dict, x: torch.Tensor, backend: str, dev: torch.device
     }
 
 
-def check_equal(device: torch.device) -> dict:
+def check_equal(device: torch.device, samples: int = BATCH) -> dict:
     """Fused (and dense; on CUDA the auto backend) vs reference on the same weights: the whole
-    network at its initial weights and with O(1) spline coefficients, and one 14->14 layer."""
+    network at its initial weights and with O(1) spline coefficients, and one hidden layer
+    (W -> W), on ``samples`` inputs."""
     s = kan_spec()
-    x, _ = batches(torch.device("cpu"), 1, seed=1)[0]
+    x = batches(torch.device("cpu"), 1, seed=1)[0][0][:samples]
     x = torch.cat([x, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.999999, -0.999999]])])
     torch.manual_seed(0)
     init_state = make_kan("reference").state_dict()
@@ -279,16 +304,21 @@ def check_equal(device: torch.device) -> dict:
     with torch.no_grad():
         layer_state["spline_weight"].normal_(0.0, 0.5)
     # hidden activations: inside the grid and a little outside it
-    xl = torch.rand(BATCH, width, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2
+    xl = torch.rand(samples, width, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2
     backends = [("fused", torch.device("cpu")), ("dense", torch.device("cpu"))]
     if device.type == "cuda":
         backends.append(("auto", device))
+    cases = {
+        "net init": (make_kan, init_state, x),
+        "net big-coef": (make_kan, big_state, x),
+        f"layer {width}->{width}": (make_layer, layer_state, xl),
+    }
+    cpu = torch.device("cpu")
+    references = {name: _run(*case, "reference", cpu) for name, case in cases.items()}
     out = {}
     for backend, dev in backends:
-        tag = f"{backend}@{dev.type}"
-        out[f"{tag} net init"] = _compare(make_kan, init_state, x, backend, dev)
-        out[f"{tag} net big-coef"] = _compare(make_kan, big_state, x, backend, dev)
-        out[f"{tag} layer {width}->{width}"] = _compare(make_layer, layer_state, xl, backend, dev)
+        for name, case in cases.items():
+            out[f"{backend}@{dev.type} {name}"] = _compare(*case, backend, dev, references[name])
     return out
 
 
@@ -300,9 +330,9 @@ def kc_bytes() -> bytes:
     default spec (decode includes the range decoder), fixed 9-bit for ``--spec fixed9``."""
     spec = kan_spec()
     torch.manual_seed(0)
-    model = build_model(spec)
+    model = build(spec)
     qtensors, qparams = [], []
-    for w in export_tensors(model, spec):
+    for w in export_arrays(model, spec):
         q, qp = quantize_tensor(w, BITS)
         qtensors.append(q)
         qparams.append(qp)
@@ -370,7 +400,7 @@ def reset_peak_rss() -> bool:
 
 def image_pixels() -> np.ndarray:
     if IMAGE.exists():
-        from kancoin.grid import load_image
+        from kancoin.imageio import load_image
 
         pixels, _ = load_image(IMAGE)
         if pixels.shape == (HEIGHT, WIDTH, CHANNELS):
@@ -380,7 +410,7 @@ def image_pixels() -> np.ndarray:
 
 def peak_child(what: str, n_threads: int, device: str, kc_path: str | None) -> dict:
     """Runs in its own process: the peak RSS of the whole process and of the work alone."""
-    from kancoin.encode import EncodeOptions, encode_pixels
+    from kancoin.codec.encode import encode_pixels
 
     if what == "encode":
         inputs = image_pixels()
@@ -451,7 +481,7 @@ def bench_encode(n_threads: int, device: torch.device, steps: int, repeats: int)
     """``encode_pixels`` of the 768x512 image with ``--arch kan`` and ``--arch siren`` (each its
     default architecture and options, ``--iters steps``), in turn, ``repeats`` times: seconds
     of the whole encode (fit, best-checkpoint renders, QAT, rate control, decode check)."""
-    from kancoin.encode import encode_pixels
+    from kancoin.codec.encode import encode_pixels
 
     pixels = image_pixels()
     secs: dict[str, list[float]] = {"kan": [], "siren": []}
@@ -585,6 +615,10 @@ def main() -> None:
         help="threads for the torch KAN backends: kan policy (torch 1 thread) or torch N threads",
     )
     ap.add_argument("--no-peak", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument(
+        "--check-samples", type=int, default=BATCH,
+        help="inputs of the fused / dense vs reference equality check",
+    )  # fmt: skip
     ap.add_argument("--no-decode", action="store_true")
     ap.add_argument(
         "--encode-steps",
@@ -601,7 +635,7 @@ def main() -> None:
     if args.peak:
         print(
             json.dumps(
-                peak_child(args.peak, args.threads or threads.usable_cores(), args.device, args.kc)
+                peak_child(args.peak, args.threads or runtime.usable_cores(), args.device, args.kc)
             )
         )
         return
@@ -613,7 +647,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
     SPEC["name"] = args.spec
-    counts = [1, 2] if args.sweep_threads else [args.threads or threads.usable_cores()]
+    counts = [1, 2] if args.sweep_threads else [args.threads or runtime.usable_cores()]
 
     spec = kan_spec()
     meta = {
@@ -640,7 +674,7 @@ def main() -> None:
             block["encode"] = bench_encode(n, device, args.encode_steps, args.encode_repeats)
         result["threads"].append(block)
     apply_policy("kan", counts[-1])
-    result["equality"] = check_equal(device)
+    result["equality"] = check_equal(device, args.check_samples)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -6,9 +6,10 @@
 
 For one KAN layer of I inputs and O outputs (grid 11, batch 10,000, inputs spread over the
 extended grid and a little outside it) it prints, after warm-up, the median ms of: the
-training forward (it keeps 1 + exp(-x)) and the backward, each at the width training runs it
-(``kancoin.kan.padded_outputs`` and ``backward_outputs``: the backward's width P and output
-block W are printed), and forward + backward of the same layer with the torch closed-form
+training forward (``kernels_train.kan_forward_cubic_train``: it keeps 1 + exp(-x)) and the
+backward, each at the width training runs it (``kancoin.nets.kan.splines.padded_outputs`` and
+``kancoin.nets.kan.fused.backward_outputs``: the backward's width P and output block W are
+printed), and forward + backward of the same layer with the torch closed-form
 basis (``backend="dense"``, torch on the same threads), with the ratio fused / dense.
 ``backward_outputs`` is chosen from this table (compare ``--block`` values).
 """
@@ -22,14 +23,11 @@ import time
 import numpy as np
 import torch
 
-from kancoin import _kernels, threads
-from kancoin.kan import (
-    KANLinear,
-    _grid_position,
-    backward_outputs,
-    padded_outputs,
-    spline_table,
-)
+from kancoin.codec import runtime
+from kancoin.nets.kan import KanSpec, kernels_train
+from kancoin.nets.kan.fused import backward_outputs
+from kancoin.nets.kan.layers import KANLinear
+from kancoin.nets.kan.splines import grid_position, padded_outputs, spline_table
 
 BATCH, GRID = 10_000, 11
 
@@ -53,7 +51,7 @@ def time_layer(n_in: int, n_out: int, chunks: int, runs: int, block: int, rng) -
     weights = layer.scaled_spline_weight()
     table = spline_table(layer.base_weight, weights, 3, padded_outputs(n_out)).numpy()
     wide = spline_table(layer.base_weight, weights, 3, pad).numpy()  # the backward's table
-    g0, inv_h = _grid_position(GRID, 3, layer.grid_range)
+    g0, inv_h = grid_position(GRID, 3, layer.grid_range)
     x = rng.uniform(-1.7, 1.7, (BATCH, n_in)).astype(np.float32)
     gy = rng.standard_normal((BATCH, n_out)).astype(np.float32)
     y = np.empty((BATCH, n_out), np.float32)  # the padding columns are not stored
@@ -62,10 +60,10 @@ def time_layer(n_in: int, n_out: int, chunks: int, runs: int, block: int, rng) -
     zeros = (np.float32(0.0),) * width
 
     def forward() -> None:
-        _kernels.kan_forward_cubic(x, table, g0, inv_h, y, chunks, den)
+        kernels_train.kan_forward_cubic_train(x, table, g0, inv_h, y, chunks, den)
 
     def backward() -> None:
-        _kernels.kan_backward_cubic(x, den, gy, wide, g0, inv_h, gx, parts, True, zeros)
+        kernels_train.kan_backward_cubic(x, den, gy, wide, g0, inv_h, gx, parts, True, zeros)
 
     layer.backend = "dense"
     xt = torch.from_numpy(x).requires_grad_(True)
@@ -75,7 +73,7 @@ def time_layer(n_in: int, n_out: int, chunks: int, runs: int, block: int, rng) -
         layer.zero_grad(set_to_none=True)
         layer(xt).backward(gyt)
 
-    with threads.torch_threads(chunks):
+    with runtime.torch_threads(chunks):
         dense_ms = median_ms(dense, runs)
     return {
         "forward": median_ms(forward, runs),
@@ -103,7 +101,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--block", type=int, choices=(4, 8, 16, 32), default=0,
-        help="backward output block W (default: kancoin.kan.backward_outputs)",
+        help="backward output block W (default: kancoin.nets.kan.fused.backward_outputs)",
     )  # fmt: skip
     args = ap.parse_args()
     sizes = parse_sizes(args.sizes)
@@ -111,7 +109,8 @@ def main() -> None:
         ap.error(f"--sizes: expected a comma list of IxO such as 20x20, got {args.sizes!r}")
     import numba
 
-    n_threads = threads.configure("kan", args.threads)
+    # a B-spline KAN's thread policy (torch 1 thread, numba every core)
+    n_threads = runtime.configure(KanSpec((2, 12, 3), grid_size=GRID), args.threads)
     chunks = max(1, min(numba.get_num_threads(), BATCH // 2048))
     print(f"numba threads {numba.get_num_threads()}, chunks {chunks}, batch {BATCH}, grid {GRID}")
     head = ("I x O", "forward", "backward", "P/W", "dense f+b", "fused/dense")

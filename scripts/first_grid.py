@@ -1,10 +1,10 @@
 """Float fit of one B-spline KAN with a first-layer grid of its own: the study behind the rate
-control's first-layer rule (README "First-layer grid").
+control's first-layer rule (docs/research/first-layer-grid.md).
 
     python scripts/first_grid.py IMG --width 20 --first-grid 157 --grid 11 --iters 2000
 
 Prints one JSON line: the settings, stored weights, best full-image PSNR of the float network
-(8-bit rounded output, as ``kancoin.fit`` measures it; no quantization), seconds, and the
+(8-bit rounded output, as ``kancoin.codec.fit`` measures it; no quantization), seconds, and the
 0.1 % / 50 % / 99.9 % quantiles of each layer's output on every 37th pixel (are the hidden
 activations inside the next layer's grid?). ``--hidden-range R`` puts the other layers' grids
 on [-R, R] instead of [-1, 1].
@@ -18,11 +18,12 @@ import time
 
 import torch
 
-from kancoin import threads
-from kancoin.fit import FitConfig, fit
-from kancoin.grid import coordinates, load_image
-from kancoin.models import build_model
-from kancoin.spec import ModelSpec
+from kancoin.codec import runtime
+from kancoin.codec.fit import FitConfig, fit
+from kancoin.imageio import load_image
+from kancoin.nets import build
+from kancoin.nets.coords import coordinates
+from kancoin.nets.kan import KanSpec
 
 
 def main() -> None:
@@ -38,25 +39,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    threads.configure("kan", a.threads)
     pixels, _ = load_image(a.image)
-    spec = ModelSpec(
-        "kan", (2, *(a.width,) * a.depth, pixels.shape[2]), grid_size=a.grid,
-        first_grid_size=a.first_grid,
-    )  # fmt: skip
+    spec = KanSpec(
+        (2, *(a.width,) * a.depth, pixels.shape[2]), grid_size=a.grid, first_grid_size=a.first_grid
+    )
+    runtime.configure(spec, a.threads)
     torch.manual_seed(a.seed)
-    model = build_model(spec)
+    model = build(spec)
     for layer in model.layers[1:]:
         layer.grid_range = (-a.hidden_range, a.hidden_range)
     t0 = time.perf_counter()
-    res = fit(model, pixels, FitConfig(iters=a.iters, lr=a.lr, seed=a.seed), torch.device("cpu"))
+    cfg = FitConfig(iters=a.iters, lr=a.lr, seed=a.seed)
+    res = fit(model, spec, pixels, cfg, torch.device("cpu"))
     seconds = time.perf_counter() - t0
     coords = coordinates(pixels.shape[0], pixels.shape[1])[::37]
     quantiles = []
     with torch.no_grad():
         h = coords
         for layer in model.layers:
-            h = layer(h)
+            h = layer.infer(h)
             q = torch.quantile(h.flatten(), torch.tensor([0.001, 0.5, 0.999]))
             quantiles.append([round(float(v), 3) for v in q])
     print(json.dumps({

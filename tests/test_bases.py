@@ -7,27 +7,28 @@ import numpy as np
 import pytest
 import torch
 
-from kancoin import qat
-from kancoin.bitstream import FileHeader, read_bytes, write_bytes
-from kancoin.decode import decode_bytes
-from kancoin.encode import EncodeOptions, encode_pixels, grid_stages
+from kancoin.codec import qat
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import encode_pixels
+from kancoin.codec.options import EncodeOptions
+from kancoin.codec.ratecontrol import budget_bytes
 from kancoin.errors import KancoinError
-from kancoin.kan import KANLinear
+from kancoin.format.container import FileHeader, read_bytes, write_bytes
+from kancoin.format.quant import QuantParams
 from kancoin.metrics import psnr
-from kancoin.models import build_model, export_tensors, load_tensors, render
-from kancoin.quant import QuantParams
-from kancoin.ratecontrol import Overrides, budget_bytes
-from kancoin.spec import BASES, ModelSpec
+from kancoin.nets import build, export_arrays, family, load_arrays, render
+from kancoin.nets.kan import BASES, KanSpec
+from kancoin.nets.kan.layers import KANLinear
 
-from .conftest import crop
+from .conftest import crop, reference_decode
 
 EXTRAS = [(False, False), (True, True)]  # (node_bias, layernorm)
 
 
-def _spec(basis: str, node_bias: bool = False, layernorm: bool = False) -> ModelSpec:
+def _spec(basis: str, node_bias: bool = False, layernorm: bool = False) -> KanSpec:
     grid = 0 if basis == "tanh" else 5
-    return ModelSpec("kan", (2, 6, 5, 3), grid_size=grid, basis=basis,
-                     node_bias=node_bias, layernorm=layernorm)  # fmt: skip
+    return KanSpec((2, 6, 5, 3), grid_size=grid, basis=basis,
+                   node_bias=node_bias, layernorm=layernorm)  # fmt: skip
 
 
 @pytest.mark.parametrize("basis", BASES)
@@ -35,16 +36,19 @@ def _spec(basis: str, node_bias: bool = False, layernorm: bool = False) -> Model
 def test_export_load_keeps_the_function(basis: str, node_bias: bool, layernorm: bool) -> None:
     torch.manual_seed(1)
     spec = _spec(basis, node_bias, layernorm)
-    model = build_model(spec)
+    model = build(spec)
     with torch.no_grad():  # non-trivial values everywhere (biases, LayerNorm affine, scales)
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     x = torch.rand(500, 2) * 2.4 - 1.2  # also outside the grid
     expected = model(x)
-    tensors = export_tensors(model, spec)  # asserts the shapes of spec.tensor_shapes()
-    fresh = build_model(spec)
-    load_tensors(fresh, spec, tensors)
+    arrays = export_arrays(model, spec)  # checks the shapes of spec.tensor_shapes()
+    assert [a.shape for a in arrays] == [s for _, s in spec.tensor_shapes()]
+    fresh = build(spec)
+    load_arrays(fresh, spec, arrays)
     torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # and the decoding evaluation of the loaded network
+        torch.testing.assert_close(fresh.infer(x), model.infer(x), rtol=1e-5, atol=1e-5)
     names = [n for n, _ in spec.tensor_shapes()]
     assert any(n.endswith(".bias") for n in names) == node_bias
     assert any("ln_" in n for n in names) == layernorm
@@ -67,7 +71,7 @@ def test_tanh_needs_grid_zero_and_others_not() -> None:
     data = bytearray(write_bytes(FileHeader(9, 11, 7, spec, qp),
                                  [np.zeros(s, np.uint32) for _, s in spec.tensor_shapes()]))
     # the basis field follows the hidden widths; rewrite it as tanh (5): grid 5 is then invalid
-    from kancoin.bitstream import _sections
+    from kancoin.format.container import _sections
 
     fields = _sections(spec)
     offset = sum(f.nbits for f in fields[: [f.name for f in fields].index("basis")])
@@ -82,9 +86,9 @@ def test_tanh_needs_grid_zero_and_others_not() -> None:
 def test_quantized_export_equals_what_was_evaluated(basis: str) -> None:
     torch.manual_seed(0)
     spec = _spec(basis, node_bias=True, layernorm=True)
-    model = build_model(spec)
+    model = build(spec)
     params = qat.attach(model, spec, [6] * len(spec.tensor_shapes()))
-    seen = render(model, 12, 14)
+    seen = render(model, spec, 12, 14)
     ints = qat.export_quantized(model, spec, params)
     data = write_bytes(FileHeader(12, 14, 6, spec, tuple(params)), ints)
     assert np.array_equal(decode_bytes(data).pixels, seen.numpy())
@@ -93,14 +97,15 @@ def test_quantized_export_equals_what_was_evaluated(basis: str) -> None:
 @pytest.mark.parametrize("basis", BASES)
 def test_every_basis_encodes_within_budget_and_reports_the_decoded_psnr(basis: str) -> None:
     px = crop(24, 32)
-    ov = Overrides(basis=basis, node_bias=basis == "rbf", layernorm=basis == "rbf")
-    opts = EncodeOptions(bpp=4.0, iters=60, qat=0.25, device="cpu", threads=1, overrides=ov)
+    extras = dict(basis=basis, node_bias=basis == "rbf", layernorm=basis == "rbf")
+    opts = EncodeOptions(bpp=4.0, iters=60, qat=0.25, device="cpu", threads=1, **extras)
     res = encode_pixels(px, opts)
     header, _ = read_bytes(res.data)
     assert header.spec == res.spec and header.spec.basis == basis
     assert len(res.data) <= budget_bytes(4.0, 24, 32)
     assert len(res.data) > 0.7 * budget_bytes(4.0, 24, 32)  # the budget is used
-    assert res.psnr == pytest.approx(psnr(decode_bytes(res.data).pixels, px), abs=1e-9)
+    # the reported PSNR is the file's: checked against an independent float64 decode
+    assert res.psnr == pytest.approx(psnr(reference_decode(res.data), px), abs=0.05)
     assert res.psnr > 12.0  # it learned something (a constant grey is ~ 11 dB here)
 
 
@@ -120,11 +125,12 @@ def test_grid_extension_preserves_the_function() -> None:
 
 
 def test_grid_stages() -> None:
-    spec = ModelSpec("kan", (2, 4, 3), grid_size=34)
-    assert grid_stages(spec, 0) == ()
-    assert grid_stages(spec, 2) == ((9, 9), (17, 17))
-    fine_first = ModelSpec("kan", (2, 4, 4, 3), grid_size=20, first_grid_size=128)
-    assert grid_stages(fine_first, 1) == ((64, 10, 10),)
+    stages = family("kan").train_stages
+    spec = KanSpec((2, 4, 3), grid_size=34)
+    assert stages(spec, 0) == ()
+    assert stages(spec, 2) == ((9, 9), (17, 17))
+    fine_first = KanSpec((2, 4, 4, 3), grid_size=20, first_grid_size=128)
+    assert stages(fine_first, 1) == ((64, 10, 10),)
 
 
 def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
@@ -132,32 +138,34 @@ def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
     for extra in (dict(grid_extend=2), dict(optimizer="lbfgs")):
         opts = EncodeOptions(bpp=4.0, iters=40, qat=0.25, device="cpu", threads=1, **extra)
         res = encode_pixels(px, opts)
-        assert res.psnr == pytest.approx(psnr(decode_bytes(res.data).pixels, px), abs=1e-9)
+        assert res.psnr == pytest.approx(psnr(reference_decode(res.data), px), abs=0.05), extra
         assert res.psnr > 12.0
 
 
 @pytest.mark.parametrize(
-    "opts, message",
+    "options, message",
     [
-        (EncodeOptions(arch="siren", overrides=Overrides(basis="rbf")), "KAN options"),
-        (EncodeOptions(overrides=Overrides(basis="spline")), "--basis"),
-        (EncodeOptions(overrides=Overrides(basis="rbf"), grid_extend=1), "bspline"),
-        (EncodeOptions(optimizer="sgd"), "--optimizer"),
+        (dict(arch="siren", basis="rbf"), "--basis: not an option of --arch siren"),
+        (dict(basis="spline"), "--basis"),
+        (dict(basis="rbf", grid_extend=1), "bspline"),
+        (dict(optimizer="sgd"), "--optimizer"),
     ],
 )
-def test_bad_combinations_are_refused(opts: EncodeOptions, message: str) -> None:
-    with pytest.raises(KancoinError, match=message):
-        encode_pixels(crop(16, 16), opts)
+def test_bad_combinations_are_refused(options: dict, message: str) -> None:
+    """Refused when the options are made, before any work (one line)."""
+    with pytest.raises(KancoinError, match=message) as err:
+        EncodeOptions(**options)
+    assert "\n" not in str(err.value)
 
 
 def test_non_bspline_specs_normalise_the_order_and_check_the_grid() -> None:
-    assert ModelSpec("kan", (2, 3, 3), grid_size=4, spline_order=5, basis="rbf").spline_order == 3
+    assert KanSpec((2, 3, 3), grid_size=4, spline_order=5, basis="rbf").spline_order == 3
     with pytest.raises(ValueError, match="grid_size"):
-        ModelSpec("kan", (2, 3, 3), grid_size=4, basis="tanh")
+        KanSpec((2, 3, 3), grid_size=4, basis="tanh")
     with pytest.raises(ValueError, match="grid_size"):
-        ModelSpec("kan", (2, 3, 3), grid_size=0, basis="fourier")
+        KanSpec((2, 3, 3), grid_size=0, basis="fourier")
 
 
 def test_tensor_allocation_needs_range_coding() -> None:
     with pytest.raises(KancoinError, match="--coding range"):
-        encode_pixels(crop(16, 16), EncodeOptions(coding="fixed", bit_alloc="tensor"))
+        EncodeOptions(coding="fixed", bit_alloc="tensor")

@@ -1,7 +1,13 @@
-"""scripts/bench_fit.py runs end to end (tiny settings) and reports what the README quotes."""
+"""The benchmark scripts run end to end (tiny settings) and report what the docs quote.
+
+bench_fit and bench_kernels run in this process (``main`` with a command line; the thread
+policy and torch's random state they set are restored after): as subprocesses, starting torch
+and loading the kernels took most of their time. bench_commits runs as the command.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,14 +18,42 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_fit_smoke() -> None:
-    cmd = [
-        sys.executable, str(ROOT / "scripts" / "bench_fit.py"), "--models", "ours,siren",
-        "--runs", "2", "--steps", "1", "--warmup", "1", "--threads", "1", "--no-peak", "--json",
+def _script(name: str):
+    """A script of scripts/ imported as a module (its main does not run)."""
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_script(monkeypatch, capsys):
+    """name, args -> what ``scripts/<name>.py args`` prints, run in this process."""
+    import numba
+    import torch
+
+    threads = (torch.get_num_threads(), numba.get_num_threads())
+    rng = torch.random.get_rng_state()
+
+    def run(name: str, args: list[str]) -> str:
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+        capsys.readouterr()
+        _script(name).main()
+        return capsys.readouterr().out
+
+    yield run
+    torch.set_num_threads(threads[0])
+    numba.set_num_threads(threads[1])
+    torch.random.set_rng_state(rng)
+
+
+def test_bench_fit_smoke(run_script) -> None:
+    args = [
+        "--models", "ours,siren", "--runs", "2", "--steps", "1", "--warmup", "0", "--threads",
+        "1", "--no-peak", "--check-samples", "2000", "--json",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = json.loads(run_script("bench_fit", args))
     block = result["threads"][0]
     steps = block["steps"]
     assert steps["ours"]["backend"] == "fused" and steps["ours"]["ms"] > 0
@@ -33,14 +67,23 @@ def test_bench_fit_smoke() -> None:
         assert check["out_max_abs"] < 1e-2 * max(1.0, check["out_max_ref"])
 
 
-def test_bench_kernels_smoke() -> None:
-    cmd = [
-        sys.executable, str(ROOT / "scripts" / "bench_kernels.py"), "--threads", "1",
-        "--runs", "1", "--sizes", "3x3,5x20",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+def test_bench_fit_baselines_are_the_encoders_kan() -> None:
+    """The reference and dense KANs it times are the encoder's network (first-layer grid
+    included) on other backends."""
+    bench = _script("bench_fit")
+    ours = bench.MODELS["ours"][1]()
+    shapes = [p.shape for p in ours.parameters()]
+    assert ours.layer_grids[0] != ours.layer_grids[1]  # the default has a first-layer grid
+    for backend in ("reference", "dense"):
+        model = bench.MODELS[backend][1]()
+        assert model.layers[0].backend == backend
+        assert model.layer_grids == ours.layer_grids
+        assert [p.shape for p in model.parameters()] == shapes
+
+
+def test_bench_kernels_smoke(run_script) -> None:
+    out = run_script("bench_kernels", ["--threads", "1", "--runs", "1", "--sizes", "3x3,5x20"])
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["3x3", "5x20"]
     assert [r[3] for r in rows] == ["4/4", "32/32"]  # the backward's width / output block
     assert all(float(v) > 0 for r in rows for v in r[1:3] + r[4:])
@@ -63,3 +106,11 @@ def test_bench_commits_smoke() -> None:
     after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip
     assert after == before
+
+
+@pytest.mark.slow
+def test_bench_commits_step_runs_on_the_work_tree() -> None:
+    """The step it times in each commit's tree runs on this tree's layout too (the smoke test
+    above times a commit, which may be of the layout before)."""
+    ms = _script("bench_commits").step_ms(ROOT, 1, 1, 1)
+    assert ms > 0

@@ -6,12 +6,14 @@ import math
 
 import pytest
 
-from kancoin.bitalloc import allocate
-from kancoin.encode import EncodeOptions, encode_pixels
-from kancoin.quant import QuantParams
-from kancoin.ratecontrol import budget_bytes
+from kancoin.codec.bitalloc import allocate
+from kancoin.codec.encode import encode_pixels
+from kancoin.codec.options import EncodeOptions
+from kancoin.codec.ratecontrol import budget_bytes
+from kancoin.format.quant import QuantParams
+from kancoin.metrics import psnr
 
-from .conftest import crop
+from .conftest import crop, reference_decode
 
 
 def test_allocation_moves_precision_to_the_sensitive_tensor() -> None:
@@ -41,3 +43,4 @@ def test_encoder_with_tensor_allocation_fits_and_reports_the_decoded_psnr() -> N
     res = encode_pixels(px, opts)
     assert len(res.data) <= budget_bytes(3.0, 32, 40)
     assert res.qat_psnr == pytest.approx(res.psnr, rel=1e-6)
+    assert psnr(reference_decode(res.data), px) == pytest.approx(res.psnr, abs=0.05)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
-from kancoin import entropy
-from kancoin.bitstream import FileHeader, file_bytes, read_bytes, write_bytes
 from kancoin.errors import KancoinError
-from kancoin.quant import QuantParams, quantize_tensor
-from kancoin.spec import ModelSpec
+from kancoin.format import entropy
+from kancoin.format.container import FileHeader, _sections, file_bytes, read_bytes, write_bytes
+from kancoin.format.layout import ENTROPY_FIELDS, VERSION
+from kancoin.format.quant import QuantParams, quantize_tensor
+from kancoin.nets.kan import KanSpec
 
 
 def _trained_like(rng: np.random.Generator, shape, heavy: bool = False) -> np.ndarray:
@@ -54,9 +57,16 @@ def test_laplace_chosen_for_heavy_tails() -> None:
     assert entropy.MODEL_KINDS[m.kind] == "laplace"
 
 
+def test_every_kind_fits_the_current_e_model_field() -> None:
+    assert entropy.MODEL_KINDS == tuple(k.name for k in entropy.KINDS.values())
+    assert set(entropy.KINDS) == set(range(len(entropy.KINDS)))
+    (field,) = [f for f in ENTROPY_FIELDS if f.name == "e_model" and f.stored_in(VERSION)]
+    assert field.nbits == 4 and (field.lo, field.hi) == (0, max(entropy.KINDS))
+
+
 def _range_file(seed: int = 0) -> tuple[FileHeader, list[np.ndarray], bytes]:
     rng = np.random.default_rng(seed)
-    spec = ModelSpec("kan", (2, 5, 4, 3), grid_size=7, spline_order=3)
+    spec = KanSpec((2, 5, 4, 3), grid_size=7, spline_order=3)
     bits = [9, 8, 9, 7, 9, 9]
     qs, qps = [], []
     for (_, shape), b in zip(spec.tensor_shapes(), bits, strict=True):
@@ -97,6 +107,18 @@ def test_corrupt_range_payload_is_a_clean_error() -> None:
         read_bytes(bytes(bad))
     with pytest.raises(KancoinError, match="truncated|CRC"):
         read_bytes(data[: len(data) // 2])
+
+
+def test_unknown_entropy_model_kind_rejected() -> None:
+    # the first tensor's e_model (4 bits) set to a kind no decoder knows
+    header, qs, data = _range_file()
+    sections = _sections(header.spec, 1)
+    pos = sum(f.nbits for f in sections[: [f.name for f in sections].index("e_model")])
+    bits = "".join(f"{b:08b}" for b in data[:-4])
+    assert int(bits[pos : pos + 4], 2) == header.emodels[0].kind
+    body = int(bits[:pos] + "1111" + bits[pos + 4 :], 2).to_bytes(len(data) - 4, "big")
+    with pytest.raises(KancoinError, match="'e_model' out of range: 15"):
+        read_bytes(body + zlib.crc32(body).to_bytes(4, "big"))
 
 
 def test_tensor_bits_above_header_bits_rejected() -> None:

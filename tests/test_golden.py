@@ -1,17 +1,19 @@
 """Golden .kc files whose decode is pinned.
 
-The decoder must turn tests/golden/tiny.kc (current format, range-coded, written by the default
-encoder with a first-layer grid of its own, 16 intervals) into exactly
-tests/golden/tiny_decoded.png. If the format or the decoder changes on
-purpose, regenerate both with
+tests/golden/ holds, per format version, a file and the PNG it must decode to, exactly:
 
-    KANCOIN_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 5), range-coded, written by
+  the default encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
+  data/kodim23.png. If the format or the decoder changes on purpose, regenerate both with
 
-and say why in the commit. (Regeneration re-encodes a 24x32 crop of data/kodim23.png.)
-tests/golden/tiny_v1.kc is a format-version-1 file (fixed-width payload) from kancoin 0.1,
-tiny_v2.kc a version-2 file (range-coded) from kancoin 0.2 and tiny_v3.kc a version-3 file
-(one grid for every layer) from kancoin 0.3; they are never regenerated: files
-users already have must keep decoding to the same pixels.
+      KANCOIN_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+
+  and say why in the commit. The decoded PNG is also checked against an independent decode
+  (tests/conftest.py ``reference_decode``), so a regeneration cannot pin a wrong decode.
+- ``tiny_v1.kc`` (kancoin 0.1: fixed-width payload), ``tiny_v2.kc`` (0.2: range-coded),
+  ``tiny_v3.kc`` (0.3: one grid for every layer) and ``tiny_v4.kc`` (0.4: a first-layer grid
+  of its own, 16 intervals; a 1-bit entropy-model field), each with its ``_decoded.png``: older
+  versions, never regenerated: files users already have must keep decoding to the same pixels.
 """
 
 from __future__ import annotations
@@ -23,40 +25,58 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kancoin.decode import decode_bytes
-from kancoin.encode import EncodeOptions, encode_pixels
-from kancoin.grid import png_bytes
-from kancoin.ratecontrol import Overrides
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import encode_pixels
+from kancoin.codec.options import EncodeOptions
+from kancoin.format.layout import VERSION
+from kancoin.imageio import png_bytes
 
-from .conftest import crop
+from .conftest import crop, reference_decode
 
 GOLDEN = Path(__file__).parent / "golden"
+CURRENT = GOLDEN / "tiny.kc", GOLDEN / "tiny_decoded.png"
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def test_golden_decode_is_pinned() -> None:
-    kc, png = GOLDEN / "tiny.kc", GOLDEN / "tiny_decoded.png"
+    kc, png = CURRENT
     if os.environ.get("KANCOIN_REGEN_GOLDEN"):
-        opts = EncodeOptions(
-            bpp=6.0, iters=200, device="cpu", overrides=Overrides(first_grid_size=16)
-        )
+        opts = EncodeOptions(bpp=6.0, iters=200, device="cpu", first_grid_size=16)
         res = encode_pixels(crop(24, 32), opts)
         kc.write_bytes(res.data)
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
-    expected = np.asarray(Image.open(png).convert("RGB"))
     assert decoded.pixels.shape == (24, 32, 3)
-    assert decoded.header.coding == 1 and decoded.header.version == 4
+    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 5
     spec = decoded.header.spec
-    assert spec.first_grid_size == 16 and spec.grid_size != 16
-    assert np.array_equal(decoded.pixels, expected)
+    assert spec.basis == "bspline" and spec.first_grid_size == 16 and spec.grid_size != 16
+    assert np.array_equal(decoded.pixels, _png(png))
 
 
-@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1)])
+def test_golden_png_is_the_independent_decode() -> None:
+    """The pinned PNG (the one regenerated file) is what the file holds: an independent float64
+    decode (no kernel, separable path or render code of kancoin) agrees up to float rounding."""
+    kc, png = CURRENT
+    ref = reference_decode(kc.read_bytes()).astype(int)
+    diff = np.abs(ref - _png(png).astype(int))
+    assert diff.max() <= 1
+    assert np.count_nonzero(diff) <= 5  # a level at a handful of the 24 x 32 x 3 values
+
+
+@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1), (4, 1)])
 def test_older_versions_still_decode(version: int, coding: int) -> None:
     decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
-    expected = np.asarray(Image.open(GOLDEN / f"tiny_v{version}_decoded.png").convert("RGB"))
+    expected = _png(GOLDEN / f"tiny_v{version}_decoded.png")
     assert decoded.header.version == version and decoded.header.coding == coding
     spec = decoded.header.spec
     assert spec.basis == "bspline" and not spec.node_bias
-    assert spec.first_grid_size == spec.grid_size  # before 4: one grid for all layers
+    if version < 4:  # before 4: one grid for all layers
+        assert spec.first_grid_size == spec.grid_size
+    else:  # 4: the first layer's own grid, in a 1-bit e_model file
+        assert spec.first_grid_size == 16 and spec.grid_size != 16
+    if coding == 0:  # before 2: every tensor at the header's bits
+        assert decoded.header.tensor_bits == [decoded.header.bits] * len(spec.tensor_shapes())
     assert np.array_equal(decoded.pixels, expected)

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kancoin.kan import (
-    KAN,
-    KANLinear,
-    bspline_basis_dense,
-    bspline_basis_reference,
-    knot_vector,
-)
+from kancoin.nets.kan.layers import KANLinear
+from kancoin.nets.kan.network import KAN
+from kancoin.nets.kan.splines import bspline_basis_dense, bspline_basis_reference, knot_vector
 
 
 def cox_de_boor(x: float, c: int, k: int, knots: list[float]) -> float:
@@ -109,8 +105,11 @@ def test_single_layer_equals_float64_reference_to_1e_5(k: int) -> None:
     truth = copy.deepcopy(layer).double()(x.double())
     for backend in ("dense", "fused"):
         layer.backend = backend
-        y = layer(x).double()
-        assert (y - truth).abs().max() / truth.abs().max() < 1e-5, backend
+        with torch.no_grad():  # training (autograd) and decoding evaluations
+            outs = {"forward": layer(x), "infer": layer.infer(x)}
+        for name, y in outs.items():
+            err = (y.double() - truth).abs().max() / truth.abs().max()
+            assert err < 1e-5, (backend, name, float(err))
 
 
 @pytest.mark.parametrize("n_out", [3, 8, 12, 20, 32, 40])
@@ -141,33 +140,40 @@ def test_fused_backward_equals_reference(n_out: int, input_grad: bool) -> None:
 
 
 def test_fused_forward_is_deterministic_across_thread_counts() -> None:
+    """Decoding (the bits a file decodes to) and training forwards give the same bits at any
+    numba thread count (the batch is split into one chunk per thread)."""
     import numba
 
     model = _random_kan((2, 12, 12, 3), 20, 3)
     x = torch.rand(50_000, 2) * 2 - 1
-    outs = []
-    for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-        numba.set_num_threads(n)
-        with torch.no_grad():
-            outs.append(model(x).numpy())
-        with torch.no_grad():
-            outs.append(model(x).numpy())
-    for o in outs[1:]:
-        assert np.array_equal(o, outs[0])
+    outs: dict[str, list[np.ndarray]] = {"infer": [], "forward": []}
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            for _ in range(2):
+                with torch.no_grad():
+                    outs["infer"].append(model.infer(x).numpy())
+                    outs["forward"].append(model(x).numpy())
+    finally:
+        numba.set_num_threads(before)
+    for name, runs in outs.items():
+        for o in runs[1:]:
+            assert np.array_equal(o, runs[0]), name
 
 
 def test_parameter_count_formula() -> None:
-    from kancoin.models import build_model, export_tensors
-    from kancoin.spec import ModelSpec
+    from kancoin.nets import build, export_arrays
+    from kancoin.nets.kan import KanSpec
 
-    spec = ModelSpec("kan", (2, 12, 9, 3), grid_size=11, spline_order=3)
-    model = build_model(spec)
+    spec = KanSpec((2, 12, 9, 3), grid_size=11, spline_order=3)
+    model = build(spec)
     edges = 2 * 12 + 12 * 9 + 9 * 3
     # training parameters: base weight, G + k coefficients and a scale per edge
     assert sum(p.numel() for p in model.parameters()) == edges * (11 + 3 + 2)
     # stored: the scale is folded into the coefficients
     assert spec.n_params == edges * (11 + 3 + 1)
-    assert sum(a.size for a in export_tensors(model, spec)) == spec.n_params
+    assert sum(a.size for a in export_arrays(model, spec)) == spec.n_params
 
 
 def test_layer_rejects_unknown_backend() -> None:
@@ -177,11 +183,12 @@ def test_layer_rejects_unknown_backend() -> None:
 
 @pytest.mark.parametrize("node_bias, first_grid", [(False, None), (True, None), (False, 47)])
 def test_render_separable_first_layer_is_bit_exact(node_bias: bool, first_grid) -> None:
-    """render() evaluates the first layer once per column and row (W + H points) and adds the
-    two terms: the pixels must be those of the per-pixel network, bit for bit, including
-    points where the rounding to uint8 is closest to a tie."""
-    from kancoin.grid import coordinates
-    from kancoin.models import render
+    """The family's render evaluates the first layer once per column and row (W + H points)
+    and adds the two terms: the pixels must be those of the per-pixel decoding network
+    (``infer``), bit for bit, including points where the rounding to uint8 is closest to a
+    tie."""
+    from kancoin.nets import family
+    from kancoin.nets.coords import coordinates
 
     torch.manual_seed(1)
     model = KAN((2, 9, 7, 3), 13, 3, node_bias=node_bias, first_grid_size=first_grid)
@@ -196,33 +203,36 @@ def test_render_separable_first_layer_is_bit_exact(node_bias: bool, first_grid) 
     coords = coordinates(height, width)
     assert model.grid_separable()
     with torch.no_grad():
-        direct = model(coords)
+        direct = model.infer(coords)
     expected = torch.round(direct.clamp(0, 1) * 255).to(torch.uint8).reshape(height, width, 3)
     for chunk in (1 << 16, 100):  # one block, and blocks of one row
-        got = render(model, height, width, chunk=chunk)
+        got = family("kan").render(model, height, width, chunk=chunk)
         assert torch.equal(got, expected)
-    # the float outputs themselves agree bit for bit (as render computes them: under no_grad,
-    # so through the decoding kernel)
+    # the float outputs themselves agree bit for bit (as render computes them: the decoding
+    # evaluation of the first layer's terms and of the rest)
     with torch.no_grad():
-        tx, ty = model.grid_terms(coords[:width, 0], coords[::width, 1])
+        tx, ty = model.grid_terms_infer(coords[:width, 0], coords[::width, 1])
         h = (ty[:, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
-        assert torch.equal(model.forward_from_first(h), direct)
+        assert torch.equal(model.infer_from_first(h), direct)
 
 
 def test_first_layer_grid_fast_paths_equal_reference() -> None:
-    """A first layer with its own (fine) grid: fused, dense and Cox–de Boor agree, with
-    points outside the grid."""
+    """A first layer with its own (fine) grid: fused (training and decoding), dense and
+    Cox–de Boor agree, with points outside the grid."""
     x = torch.rand(500, 2) * 2.6 - 1.3
-    outs = []
+    outs = {}
     for backend in ("fused", "dense", "reference"):
         torch.manual_seed(3)
         model = KAN((2, 5, 3), 7, 3, backend=backend, first_grid_size=61)
         with torch.no_grad():
             for layer in model.layers:
                 layer.spline_weight.normal_(0.0, 0.3)
-        outs.append(model(x).detach())
-    torch.testing.assert_close(outs[0], outs[2], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(outs[1], outs[2], rtol=1e-5, atol=1e-5)
+        outs[backend] = model(x).detach()
+        if backend == "fused":
+            with torch.no_grad():
+                outs["fused infer"] = model.infer(x)
+    for name in ("fused", "fused infer", "dense"):
+        torch.testing.assert_close(outs[name], outs["reference"], rtol=1e-5, atol=1e-5)
 
 
 def test_render_falls_back_where_not_separable() -> None:
@@ -237,7 +247,7 @@ def test_render_falls_back_where_not_separable() -> None:
 def test_pixel_grid_training_path_matches_per_sample() -> None:
     """fit's separable path (first-layer terms on W + H coordinates, gathered per pixel)
     gives the per-sample forward bit for bit and the same gradients (up to summation order)."""
-    from kancoin.grid import coordinates
+    from kancoin.nets.coords import coordinates
 
     height, width = 23, 31
     coords = coordinates(height, width)
@@ -268,7 +278,7 @@ def test_pixel_grid_training_path_matches_per_sample() -> None:
 
 def test_grid_sum_equals_torch_gather_with_gradients() -> None:
     """The fused first-layer gather: the same sums bit for bit, the same gradients."""
-    from kancoin.kan import grid_sum
+    from kancoin.nets.kan.fused import grid_sum
 
     torch.manual_seed(0)
     width, height, n_out = 37, 23, 5
@@ -291,11 +301,11 @@ def test_grid_sum_equals_torch_gather_with_gradients() -> None:
 
 @pytest.mark.parametrize("n_out", [17, 20, 31])
 def test_padded_outputs_same_bits_and_gradients(monkeypatch, n_out: int) -> None:
-    """Layers run at a padded output width (zero columns) give the same outputs, bit for bit
-    (files decode as before), and the same gradients."""
-    from kancoin import kan
+    """Layers run at a padded output width (zero columns) give the same outputs, bit for bit,
+    decoding (files decode as before) and training, and the same gradients."""
+    from kancoin.nets.kan import fused, layers, splines
 
-    assert kan.padded_outputs(n_out) == 32
+    assert splines.padded_outputs(n_out) == 32
     torch.manual_seed(n_out)
     layer = KANLinear(6, n_out, grid_size=11, spline_order=3)
     with torch.no_grad():
@@ -307,14 +317,21 @@ def test_padded_outputs_same_bits_and_gradients(monkeypatch, n_out: int) -> None
         m = copy.deepcopy(layer)
         xin = x.clone().requires_grad_(True)
         with torch.no_grad():
-            y_eval = m(x)
+            y_eval = m.infer(x)
         y = m(xin)
         (y * weights).sum().backward()
         return y_eval, y.detach(), [p.grad for p in m.parameters()] + [xin.grad]
 
     padded = run()
-    monkeypatch.setattr(kan, "padded_outputs", lambda o: o)
+    seen = []  # the decoding (layers) and training (fused) evaluations each pick their width
+
+    def unpadded(module: str):
+        return lambda o: seen.append(module) or o
+
+    monkeypatch.setattr(layers, "padded_outputs", unpadded("layers"))
+    monkeypatch.setattr(fused, "padded_outputs", unpadded("fused"))
     plain = run()
+    assert set(seen) == {"layers", "fused"}
     assert torch.equal(padded[0], plain[0]) and torch.equal(padded[1], plain[1])
     for a, b in zip(padded[2], plain[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -325,7 +342,7 @@ def test_fast_exp_matches_libm() -> None:
     NaN in -> NaN out, clamped (finite) past it."""
     from numba import njit
 
-    from kancoin._kernels import _fast_exp
+    from kancoin.nets.kan.kernels_train import _fast_exp
 
     @njit
     def fill(x, out):
@@ -343,71 +360,162 @@ def test_fast_exp_matches_libm() -> None:
     assert np.isnan(out[0]) and np.all(np.isfinite(out[1:])) and out[1] < 1e-37 < 1e38 < out[2]
 
 
+def _cubic_table(layer: KANLinear) -> tuple[np.ndarray, float, float]:
+    """The cubic layer's kernel table (at the width the layer runs it) and grid position."""
+    from kancoin.nets.kan.splines import grid_position, padded_outputs, spline_table
+
+    with torch.no_grad():
+        coef = layer.scaled_spline_weight()
+        pad = padded_outputs(layer.out_features)
+        table = spline_table(layer.base_weight, coef, 3, pad).numpy()
+    g0, inv_h = grid_position(layer.grid_size, 3, layer.grid_range)
+    return table, g0, inv_h
+
+
+def _decoding_kernel(model: KAN, x: torch.Tensor) -> np.ndarray:
+    """The network evaluated layer by layer with the decoding kernel itself (one chunk)."""
+    from kancoin.nets.kan import kernels_decode
+
+    h = x.numpy()
+    for layer in model.layers:
+        table, g0, inv_h = _cubic_table(layer)
+        y = np.empty((h.shape[0], layer.out_features), np.float32)
+        kernels_decode.kan_forward_cubic(np.ascontiguousarray(h), table, g0, inv_h, y, 1)
+        h = y
+    return h
+
+
 def test_training_forward_close_to_decoding_forward() -> None:
-    """Training (fast exp, kept 1 + exp(-x)) and decoding (libm exp) forwards agree to ~1e-7;
-    only the decoding one is pinned bit for bit (golden files). Under no_grad a layer whose
-    weights require grad (the encoder's renders) takes the decoding kernel."""
-    from kancoin import _kernels
-    from kancoin.kan import _grid_position, padded_outputs, spline_table
+    """A layer's ``infer`` is the decoding kernel (libm exp) and its ``forward`` the training
+    kernel (fast exp, keeps 1 + exp(-x)), each bit for bit, whatever the grad mode: the caller
+    chooses. The two agree to ~1e-7; only the decoding one is pinned bit for bit (golden
+    files)."""
+    from kancoin.nets.kan import kernels_decode, kernels_train
 
     torch.manual_seed(5)
     layer = KANLinear(9, 20, grid_size=11, spline_order=3)
     with torch.no_grad():
         layer.spline_weight.normal_(0, 0.3)
     x = torch.rand(6000, 9) * 3.4 - 1.7  # some outside the grid
+    table, g0, inv_h = _cubic_table(layer)
+    assert table.shape[3] == 32  # run padded: the kernels store only the real 20 outputs
+    decoding = np.empty((6000, 20), np.float32)
+    kernels_decode.kan_forward_cubic(x.numpy(), table, g0, inv_h, decoding, 1)
+    training = np.empty((6000, 20), np.float32)
+    den = np.empty((6000, 9), np.float32)
+    kernels_train.kan_forward_cubic_train(x.numpy(), table, g0, inv_h, training, 1, den)
+    one_plus_exp = 1.0 + np.exp(-x.double().numpy())
+    assert np.max(np.abs(den - one_plus_exp) / one_plus_exp) < 3e-7  # kept for the backward
+
     with torch.no_grad():
-        decoded = layer(x)
-        coef = layer.scaled_spline_weight()
-        table = spline_table(layer.base_weight, coef, 3, padded_outputs(20)).numpy()
-    exact = np.empty((6000, 20), np.float32)
-    g0, inv_h = _grid_position(11, 3, layer.grid_range)
-    no_den = np.empty((0, 0), np.float32)
-    _kernels.kan_forward_cubic(x.numpy(), table, g0, inv_h, exact, 1, no_den)
-    assert np.array_equal(decoded.numpy(), exact)
-    trained = layer(x.clone().requires_grad_(True)).detach()
-    assert (trained - decoded).abs().max() / decoded.abs().max() < 1e-6
-    assert not torch.equal(trained, decoded)  # two kernels: the comparison above means something
+        decoded = layer.infer(x)
+        trained_no_grad = layer(x)  # still the training evaluation: no_grad does not choose
+    trained = layer(x.clone().requires_grad_(True))
+    assert trained.grad_fn is not None
+    assert np.array_equal(decoded.numpy(), decoding)
+    assert np.array_equal(trained.detach().numpy(), training)
+    assert torch.equal(trained_no_grad, trained.detach())
+    assert (trained.detach() - decoded).abs().max() / decoded.abs().max() < 1e-6
+    assert not torch.equal(trained.detach(), decoded)  # two kernels: the above means something
 
 
-def test_decoder_takes_the_decoding_kernel(monkeypatch) -> None:
-    """decode_bytes never runs the training forward (it would keep 1 + exp(-x) and use the
-    fast exp, and files would no longer decode to the same bits)."""
+def test_network_infer_and_render_are_the_decoding_kernel() -> None:
+    """``KAN.infer`` and the family's render (separable first layer) give the decoding
+    kernel's bits; the training forward ``model(x)`` is within ~1e-6 of it, not equal."""
+    from kancoin.nets import family
+    from kancoin.nets.coords import coordinates, to_uint8
+
+    model = _random_kan((2, 9, 20, 3), 11, 3, seed=6)
+    x = torch.rand(5000, 2) * 2.6 - 1.3
+    expected = _decoding_kernel(model, x)
+    with torch.no_grad():
+        decoded = model.infer(x)
+    trained = model(x).detach()
+    assert np.array_equal(decoded.numpy(), expected)
+    # each layer ~1e-7 apart (the layer test above); three random layers amplify it
+    assert (trained - decoded).abs().max() / decoded.abs().max() < 5e-6
+    assert not torch.equal(trained, decoded)
+    height, width = 29, 41
+    pixels = to_uint8(torch.from_numpy(_decoding_kernel(model, coordinates(height, width))))
+    rendered = family("kan").render(model, height, width)
+    assert torch.equal(rendered, pixels.reshape(height, width, 3))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_other_orders_train_and_decode_on_one_kernel(k: int) -> None:
+    """Non-cubic B-spline layers have one forward kernel: ``infer`` and ``forward`` agree bit
+    for bit."""
+    torch.manual_seed(k)
+    layer = KANLinear(5, 7, grid_size=9, spline_order=k)
+    with torch.no_grad():
+        layer.spline_weight.normal_(0, 0.3)
+    x = torch.rand(3000, 5) * 3 - 1.5
+    with torch.no_grad():
+        decoded = layer.infer(x)
+    assert torch.equal(layer(x.clone().requires_grad_(True)).detach(), decoded)
+
+
+def test_decoder_keeps_nothing_for_a_backward(monkeypatch) -> None:
+    """decode_bytes evaluates the network through the decoding kernel only: no training kernel
+    (it would keep 1 + exp(-x) and use the fast exp, and files would no longer decode to the
+    same bits), no autograd Function, nothing saved for a backward."""
     from pathlib import Path
 
-    from kancoin import _kernels
-    from kancoin.decode import decode_bytes
+    from kancoin.codec.decode import decode_bytes
+    from kancoin.nets.kan import fused, kernels_decode, kernels_train
 
-    seen = []
-    forward = _kernels.kan_forward_cubic
+    calls: list[str] = []
+    decode_forward = kernels_decode.kan_forward_cubic
 
-    def spy(x, table, g0, inv_h, y, nchunks, den):
-        seen.append(den.shape)
-        return forward(x, table, g0, inv_h, y, nchunks, den)
+    def spy(x, table, g0, inv_h, y, nchunks):
+        calls.append("decode")
+        return decode_forward(x, table, g0, inv_h, y, nchunks)
 
-    monkeypatch.setattr(_kernels, "kan_forward_cubic", spy)
-    decode_bytes((Path(__file__).parent / "golden" / "tiny.kc").read_bytes())
-    assert seen and all(shape == (0, 0) for shape in seen)
+    def forbidden(name: str):
+        def fail(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"the decoder ran {name}")
+
+        return fail
+
+    monkeypatch.setattr(kernels_decode, "kan_forward_cubic", spy)
+    for name in ("kan_forward_cubic_train", "kan_backward_cubic", "kan_backward"):
+        monkeypatch.setattr(kernels_train, name, forbidden(name))
+    for cls in (fused._FusedKAN, fused._GridTerms, fused._GridSum):
+        monkeypatch.setattr(cls, "apply", forbidden(cls.__name__))
+    saved = []
+    data = (Path(__file__).parent / "golden" / "tiny.kc").read_bytes()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        decoded = decode_bytes(data)
+    assert decoded.pixels.shape == (24, 32, 3)
+    assert calls and set(calls) == {"decode"} and not saved
 
 
 def test_cubic_kernels_refuse_mismatched_shapes() -> None:
     """The kernels index without bounds checks, so shapes that would overrun them raise."""
-    from kancoin import _kernels
+    from kancoin.nets.kan import kernels_decode, kernels_train
 
     x = np.zeros((10, 3), np.float32)
     table = np.zeros((3, 14, 5, 4), np.float32)
     parts = np.zeros((1, 3, 14, 5, 4), np.float32)
     wide_gy = np.zeros((10, 5), np.float32)  # more columns than the table
     with pytest.raises(ValueError):
-        _kernels.kan_backward_cubic(
+        kernels_train.kan_backward_cubic(
             x, x + 1, wide_gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
         )
     with pytest.raises(ValueError):  # output block wider than the table
-        _kernels.kan_backward_cubic(
+        kernels_train.kan_backward_cubic(
             x, x + 1, wide_gy[:, :4], table, -1.0, 5.0, x.copy(), parts, True,
             (np.float32(0),) * 8,
         )  # fmt: skip
     with pytest.raises(ValueError):
-        _kernels.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1, np.zeros((0, 0), np.float32))
+        kernels_decode.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1)
+    with pytest.raises(ValueError):
+        kernels_train.kan_forward_cubic_train(x, table, -1.0, 5.0, wide_gy, 1, x.copy())
+    with pytest.raises(ValueError):  # training needs den (N, I): no (0, 0) "decoding" den
+        kernels_train.kan_forward_cubic_train(
+            x, table, -1.0, 5.0, wide_gy[:, :4], 1, np.zeros((0, 0), np.float32)
+        )
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -426,5 +534,6 @@ def test_fused_training_survives_nan_and_inf_inputs(k: int) -> None:
     assert torch.isnan(y[::3]).all()
     clean = torch.rand(50, 4) * 2 - 1  # the same layer still works on finite inputs
     assert torch.isfinite(layer(clean.requires_grad_(True))).all()
-    with torch.no_grad():
-        assert torch.isnan(layer(x)[::3]).all()
+    with torch.no_grad():  # the decoding evaluation too
+        assert torch.isnan(layer.infer(x)[::3]).all()
+        assert torch.isfinite(layer.infer(clean)).all()

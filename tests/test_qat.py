@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from kancoin import qat
-from kancoin.bitstream import FileHeader, write_bytes
-from kancoin.decode import decode_bytes
-from kancoin.encode import EncodeOptions, encode_pixels
-from kancoin.models import build_model, render
-from kancoin.quant import choose_params, dequantize, quantize
-from kancoin.ratecontrol import budget_bytes
-from kancoin.spec import ModelSpec
+from kancoin.codec import qat
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import encode_pixels
+from kancoin.codec.options import EncodeOptions
+from kancoin.codec.ratecontrol import budget_bytes
+from kancoin.format.container import FileHeader, write_bytes
+from kancoin.format.quant import choose_params, dequantize, quantize
+from kancoin.nets import build, render
+from kancoin.nets.kan import KanSpec
+from kancoin.nets.siren import SirenSpec
 
-from .conftest import crop
+from .conftest import crop, reference_decode
 
 
 def test_fake_quant_forward_is_the_decoder_value_and_gradient_passes_through() -> None:
@@ -32,17 +34,13 @@ def test_fake_quant_forward_is_the_decoder_value_and_gradient_passes_through() -
 @pytest.mark.parametrize("arch", ["kan", "siren"])
 def test_export_equals_what_was_evaluated(arch: str) -> None:
     torch.manual_seed(0)
-    spec = (
-        ModelSpec("kan", (2, 6, 6, 3), grid_size=5)
-        if arch == "kan"
-        else ModelSpec("siren", (2, 8, 8, 3))
-    )
-    model = build_model(spec)
+    spec = KanSpec((2, 6, 6, 3), grid_size=5) if arch == "kan" else SirenSpec((2, 8, 8, 3))
+    model = build(spec)
     with torch.no_grad():  # make the spline scale non-trivial, so folding matters
         for p in model.parameters():
             p.mul_(1.3)
     params = qat.attach(model, spec, [6] * len(spec.tensor_shapes()))
-    seen = render(model, 16, 20)
+    seen = render(model, spec, 16, 20)
     ints = qat.export_quantized(model, spec, params)
     data = write_bytes(FileHeader(16, 20, 6, spec, tuple(params)), ints)
     assert np.array_equal(decode_bytes(data).pixels, seen.numpy())
@@ -55,7 +53,8 @@ def test_encoder_reports_the_decoded_psnr_after_qat(arch: str) -> None:
     res = encode_pixels(px, opts)
     assert res.qat_psnr is not None
     assert res.qat_psnr == pytest.approx(res.psnr, rel=1e-6)  # float32 vs float64 MSE
-    assert res.psnr == pytest.approx(_psnr(decode_bytes(res.data).pixels, px), abs=1e-9)
+    # the file's PSNR, from an independent float64 decode (up to a level at a few pixels)
+    assert res.psnr == pytest.approx(_psnr(reference_decode(res.data), px), abs=0.05)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

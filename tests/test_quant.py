@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kancoin.quant import _params, choose_params, dequantize, quantize, quantize_tensor
+from kancoin.format.quant import _params, choose_params, dequantize, quantize, quantize_tensor
 
 
 @pytest.mark.parametrize("bits", [2, 4, 9, 12, 16])
@@ -48,7 +48,7 @@ def test_constant_tensor_and_bad_input() -> None:
 
 
 def test_rescale_keeps_the_range_and_picks_enough_bits() -> None:
-    from kancoin.quant import rescale
+    from kancoin.format.quant import rescale
 
     w = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
     qp = choose_params(w, 8)
@@ -65,7 +65,7 @@ def test_rescale_keeps_the_range_and_picks_enough_bits() -> None:
 
 
 def test_rescale_refuses_a_step_that_would_clip_at_max_bits() -> None:
-    from kancoin.quant import MAX_BITS, rescale
+    from kancoin.format.quant import MAX_BITS, rescale
 
     qp = choose_params(np.random.default_rng(4).standard_normal(500).astype(np.float32), 16)
     assert rescale(qp, 1.0).bits == MAX_BITS

@@ -13,13 +13,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kancoin.cli import app
-from kancoin.decode import decode_bytes
-from kancoin.encode import EncodeOptions, plan
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import plan
+from kancoin.codec.options import EncodeOptions
 from kancoin.errors import KancoinError
 from kancoin.metrics import psnr
-from kancoin.quantstudy import StudyConfig, parse_bits, run_study
+from kancoin.research.quantstudy import StudyConfig, parse_bits, run_study
 
-from .conftest import crop
+from .conftest import crop, reference_decode
 
 BPP = 4.0  # a 32x48 image needs a high rate for any network to fit
 BITS = (4, 12, 16)
@@ -80,6 +81,11 @@ def test_kept_files_decode_to_the_reported_psnr(study, tmp_path: Path) -> None:
         data = path.read_bytes()
         assert len(data) == r["file_bytes"]
         assert round(psnr(decode_bytes(data).pixels, pixels), 4) == r["psnr"]
+    # the reported PSNR is the file's: an independent decode gives it too
+    for arch, bits in (("kan", 4), ("siren", 12)):
+        data = (rep.out_dir / _row(rep.rows, arch, bits, "range")["file"]).read_bytes()
+        want = _row(rep.rows, arch, bits, "range")["psnr"]
+        assert psnr(reference_decode(data), pixels) == pytest.approx(want, abs=0.05), arch
     # and one through the real `kancoin decode`
     r = _row(rep.rows, "kan", 4, "range")
     res = CliRunner().invoke(app, ["decode", str(rep.out_dir / r["file"]), str(tmp_path / "d.png")])

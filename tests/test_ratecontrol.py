@@ -6,17 +6,21 @@ from dataclasses import replace
 
 import pytest
 
-from kancoin.bitstream import file_bytes
+from kancoin.codec.ratecontrol import budget_bytes, choose
 from kancoin.errors import KancoinError
-from kancoin.ratecontrol import (
-    FIRST_LAYER_SHARE,
-    Overrides,
-    budget_bytes,
-    choose_kan,
-    choose_siren,
-    first_grid,
-)
-from kancoin.spec import ModelSpec
+from kancoin.format.container import file_bytes
+from kancoin.nets import NetSpec, Overrides
+from kancoin.nets.kan import KanSpec
+from kancoin.nets.kan.sizing import FIRST_LAYER_SHARE, first_grid
+from kancoin.nets.siren import SIREN_DEPTH, SirenSpec
+
+
+def choose_kan(*args, **kw) -> KanSpec:
+    return choose("kan", *args, **kw)
+
+
+def choose_siren(*args, **kw) -> SirenSpec:
+    return choose("siren", *args, **kw)
 
 
 @pytest.mark.parametrize("size", [(512, 768), (768, 512), (100, 140), (1000, 1000)])
@@ -28,7 +32,7 @@ def test_kan_fits_and_fills(size, bpp, bits) -> None:
     try:
         spec = choose_kan(h, w, 3, bpp, bits)
     except KancoinError:
-        smallest = ModelSpec("kan", (2, 1, 1, 1, 3), grid_size=1)
+        smallest = KanSpec((2, 1, 1, 1, 3), grid_size=1)
         assert file_bytes(smallest, bits) > cap  # impossible only when nothing fits
         return
     assert file_bytes(spec, bits) <= cap
@@ -64,7 +68,7 @@ def test_first_layer_gets_a_fine_grid_of_about_a_third_of_the_weights() -> None:
     assert siren_like.first_grid_size == siren_like.grid_size  # only B-splines get one
 
 
-def _sizes(spec: ModelSpec) -> list[tuple[str, int]]:
+def _sizes(spec: NetSpec) -> list[tuple[str, int]]:
     from math import prod
 
     return [(name, prod(shape)) for name, shape in spec.tensor_shapes()]
@@ -79,12 +83,23 @@ def test_overrides_are_respected() -> None:
 
 def test_siren_follows_coin() -> None:
     spec = choose_siren(512, 768, 3, 0.3, 16)
-    assert len(spec.widths) == 11  # 10 layers: 9 sine + linear output
+    assert len(spec.widths) == SIREN_DEPTH + 1 == 11  # 10 layers: 9 sine + linear output
     cap = budget_bytes(0.3, 512, 768)
     assert file_bytes(spec, 16) <= cap
     w = spec.hidden[0]
-    wider = ModelSpec("siren", (2, *([w + 1] * 9), 3))
+    wider = SirenSpec((2, *([w + 1] * 9), 3))
     assert file_bytes(wider, 16) > cap
+
+
+@pytest.mark.parametrize(
+    "ov, flag",
+    [(Overrides(grid_size=8), "--grid-size"), (Overrides(spline_order=2), "--spline-order"),
+     (Overrides(basis="rbf"), "--basis"), (Overrides(first_grid_size=0), "--first-grid-size")],
+)  # fmt: skip
+def test_siren_refuses_kan_only_overrides(ov: Overrides, flag: str) -> None:
+    with pytest.raises(KancoinError, match=f"{flag}: not an option of --arch siren"):
+        choose_siren(512, 768, 3, 0.3, 16, ov)
+    assert choose_siren(512, 768, 3, 0.3, 16, Overrides(width=20)).hidden == (20,) * 9
 
 
 @pytest.mark.parametrize(

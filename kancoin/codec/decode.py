@@ -1,0 +1,56 @@
+"""Decode path: file -> network -> pixels. Imports only the format and the networks' decoding
+code (never fitting, QAT, rate control, training kernels or eval: a test checks)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kancoin.codec.runtime import torch_threads
+from kancoin.fileio import check_output, read_input, write_atomic
+from kancoin.format.container import FileHeader, read_bytes
+from kancoin.format.quant import dequantize
+from kancoin.imageio import png_bytes
+from kancoin.metrics import bpp
+from kancoin.nets import build, family_of, load_arrays
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray  # uint8 (H, W, C)
+    header: FileHeader
+    file_bytes: int
+    seconds: float
+
+    @property
+    def bpp(self) -> float:
+        return bpp(self.file_bytes, self.header.height, self.header.width)
+
+
+def weights(header: FileHeader, qtensors: list[np.ndarray]) -> list[np.ndarray]:
+    """Dequantized float32 tensors in file order."""
+    return [dequantize(q, qp) for q, qp in zip(qtensors, header.qparams)]
+
+
+def decode_bytes(data: bytes) -> Decoded:
+    """Rebuild the network from the file alone and evaluate it on the pixel grid (CPU, float32,
+    deterministic at any thread count)."""
+    t0 = time.perf_counter()
+    header, qtensors = read_bytes(data)
+    spec = header.spec
+    model = build(spec)
+    load_arrays(model, spec, weights(header, qtensors))
+    model.eval()
+    with torch_threads(1):  # numba kernels are deterministic at any count; GEMMs are not
+        pixels = family_of(spec).render(model, header.height, header.width).numpy()
+    return Decoded(pixels, header, len(data), time.perf_counter() - t0)
+
+
+def decode_file(src: str | Path, out: str | Path, force: bool = False) -> Decoded:
+    check_output(out, [src], force)
+    decoded = decode_bytes(read_input(src, "kancoin file"))
+    write_atomic(out, png_bytes(decoded.pixels))
+    return decoded

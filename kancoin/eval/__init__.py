@@ -1,0 +1,2 @@
+"""Evaluation: resumable runs over image folders (``runs``), reports (``reports``), Pillow
+baselines, published references and plots."""

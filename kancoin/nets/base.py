@@ -1,0 +1,172 @@
+"""The contract of a network family: everything kancoin knows about one kind of network.
+
+A family (one module, one ``register`` call in ``kancoin.nets``) says:
+
+- what a file stores about it: its spec type and header fields (``kancoin.bitfields.Field``,
+  each with the format version it appeared in), and which tensors in which order;
+- how to build the module from a spec, export / load the stored tensors, and which parameters
+  *are* the stored tensors (quantization-aware training);
+- how rate control sizes it for a budget (``choose``) and which architecture overrides apply;
+- its defaults: bits, learning rate, the saving of range coding used to size it, threads;
+- how it predicts a minibatch of pixels while training (``predictor``) and how it renders the
+  whole pixel grid for decoding (``render``, the decode path: never training kernels).
+
+The codec (encode, decode, fit, QAT, rate control) talks to networks only through this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from kancoin.bitfields import Field
+from kancoin.errors import KancoinError
+from kancoin.nets.spec import NetSpec, Overrides, budget_bytes, impossible_rate
+
+__all__ = ["NetFamily", "NetSpec", "Overrides", "budget_bytes", "impossible_rate"]
+
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class NetFamily:
+    """Base class of a family; subclasses set the class attributes and the marked methods."""
+
+    name: ClassVar[str] = ""  # what --arch says
+    arch_id: ClassVar[int] = -1  # what the header's ``arch`` field stores
+    label: ClassVar[str] = ""  # for people: "KAN", "SIREN"
+    spec_type: ClassVar[type[NetSpec]] = NetSpec
+    header_fields: ClassVar[tuple[Field, ...]] = ()
+    default_bits: ClassVar[int] = 9  # bits of the quantization range (both codings)
+    range_saving: ClassVar[float] = 0.0  # coded bits per weight saved by range coding
+    default_lr: ClassVar[float] = 1e-3
+    override_names: ClassVar[tuple[str, ...]] = ("width", "depth")
+    has_stages: ClassVar[bool] = False  # coarser versions trained first (``train_stages``)
+
+    # -- the file ---------------------------------------------------------------------------
+    def input_width(self, values: dict[str, Any]) -> int:
+        """Width of the network's input for a header's family fields (x, y coordinates: 2)."""
+        return 2
+
+    def spec_values(self, spec: NetSpec) -> dict[str, Any]:
+        """The family's header field values for ``spec`` (by field name)."""
+        raise NotImplementedError
+
+    def spec_from_values(self, widths: tuple[int, ...], values: dict[str, Any]) -> NetSpec:
+        """Rebuild the spec from a header; KancoinError for values that contradict each other."""
+        raise NotImplementedError
+
+    # -- the module -------------------------------------------------------------------------
+    def build(self, spec: NetSpec) -> nn.Module:
+        raise NotImplementedError
+
+    def stored_parameters(self, model: nn.Module) -> list[tuple[nn.Module, str]]:
+        """(module, attribute) of each stored tensor in file order, once ``prepare_qat`` ran:
+        the parameters that *are* the stored tensors."""
+        raise NotImplementedError
+
+    def prepare_qat(self, model: nn.Module) -> None:
+        """Make every stored tensor a parameter of its own (same function)."""
+
+    def export_tensors(self, model: nn.Module) -> list[torch.Tensor]:
+        """The stored tensors, in file order (may be computed, e.g. a folded scale)."""
+        return [getattr(m, a) for m, a in self.stored_parameters(model)]
+
+    def load_tensors(self, model: nn.Module, tensors: list[torch.Tensor]) -> None:
+        for (m, a), t in zip(self.stored_parameters(model), tensors, strict=True):
+            with torch.no_grad():
+                getattr(m, a).copy_(t)
+
+    def export_arrays(self, model: nn.Module, spec: NetSpec) -> list[np.ndarray]:
+        """The tensors to store, float32 numpy copies, in ``spec.tensor_shapes()`` order."""
+        with torch.no_grad():
+            arrays = [t.detach().float().cpu().numpy().copy() for t in self.export_tensors(model)]
+        shapes = spec.tensor_shapes()
+        got = [a.shape for a in arrays]
+        if got != [s for _, s in shapes]:  # the module and the spec disagree: a bug
+            raise RuntimeError(f"stored tensors {got} do not match the spec {shapes}")
+        return arrays
+
+    def load_arrays(self, model: nn.Module, arrays: list[np.ndarray]) -> None:
+        """Inverse of ``export_arrays``."""
+        self.load_tensors(model, [torch.from_numpy(np.asarray(a)) for a in arrays])
+
+    # -- rate control and defaults ----------------------------------------------------------
+    def check_overrides(self, ov: Overrides, extend: int = 0) -> None:
+        """KancoinError for overrides (or coarser training stages, ``extend``) that do not
+        apply to this family."""
+        extra = sorted(set(ov.given()) - set(self.override_names))
+        if extend and not self.has_stages:
+            extra.append("grid_extend")
+        if extra:
+            flags = ", ".join("--" + n.replace("_", "-") for n in extra)
+            raise KancoinError(f"{flags}: not an option of --arch {self.name}")
+
+    def choose(
+        self,
+        height: int,
+        width: int,
+        channels: int,
+        bpp: float,
+        bits: int,
+        ov: Overrides,
+        size: Callable[[NetSpec], int],
+        bpw: float,
+    ) -> NetSpec:
+        """The network closest to the budget (bpp × H × W / 8 bytes) without going over: its
+        file's size is ``size(spec)``; ``bpw`` is the coded bits per weight that size assumes."""
+        raise NotImplementedError
+
+    def torch_threads(self, spec: NetSpec, cores: int) -> int:
+        """torch intra-op threads for CPU training (numba kernels, if any, take every core)."""
+        return cores
+
+    def train_stages(self, spec: NetSpec, extend: int) -> tuple:
+        """``extend`` coarser versions of the network, trained first (``has_stages``)."""
+        return ()
+
+    def enter_stage(self, model: nn.Module, stage: Any) -> None:
+        raise NotImplementedError
+
+    def final_stage(self, model: nn.Module) -> Any:
+        raise NotImplementedError
+
+    # -- evaluation -------------------------------------------------------------------------
+    def predictor(
+        self, model: nn.Module, height: int, width: int, device: torch.device,
+        run: nn.Module | None = None,
+    ) -> Predictor:  # fmt: skip
+        """idx (N,) row-major pixel indices -> the network's output there (N, C), with
+        gradients. ``run``: a wrapped model (e.g. compiled) to call instead of ``model``."""
+        from kancoin.nets.coords import coordinates
+
+        coords = coordinates(height, width).to(device)
+        fn = model if run is None else run
+        return lambda idx: fn(coords[idx])
+
+    def infer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's evaluation of x (N, I) -> (N, C), under no_grad."""
+        return model(x)
+
+    def render(
+        self,
+        model: nn.Module,
+        height: int,
+        width: int,
+        device: str | torch.device = "cpu",
+        chunk: int = 1 << 16,
+    ) -> torch.Tensor:
+        """Evaluate the network on the pixel grid in chunks (bounded memory): uint8 (H, W, C)
+        on ``device``: outputs clamped to [0, 1], × 255, rounded half to even."""
+        from kancoin.nets.coords import coordinates, to_uint8
+
+        coords = coordinates(height, width)
+        outs = []
+        with torch.no_grad():
+            for start in range(0, coords.shape[0], chunk):
+                outs.append(to_uint8(self.infer(model, coords[start : start + chunk].to(device))))
+        return torch.cat(outs).reshape(height, width, -1)

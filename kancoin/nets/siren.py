@@ -1,0 +1,149 @@
+"""COIN's SIREN (sine activations, w0 = 30, COIN's initialisation): the baseline family.
+
+Stored per layer: ``weight`` (O, I) and ``bias`` (O,). Rate control follows COIN: a fixed depth
+(10 layers), the widest layers that fit. Its weights lose > 1 dB at 9 bits, so SIREN files use
+COIN's 16 bits by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kancoin.bitfields import Field
+from kancoin.errors import KancoinError
+from kancoin.nets.base import NetFamily
+from kancoin.nets.spec import NetSpec, Overrides, budget_bytes, impossible_rate
+
+
+class SirenLayer(nn.Module):
+    """Linear layer followed by sin(w0 · x) (identity for the last layer). (N, I) -> (N, O)."""
+
+    def __init__(
+        self, dim_in: int, dim_out: int, w0: float, is_first: bool = False, is_last: bool = False
+    ) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+        self.w0 = w0
+        self.is_last = is_last
+        # SIREN / COIN initialisation: first layer U(-1/in, 1/in), others U(-c/w0, c/w0),
+        # c = sqrt(6/in).
+        bound = 1.0 / dim_in if is_first else math.sqrt(6.0 / dim_in) / w0
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound)
+            self.linear.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        return out if self.is_last else torch.sin(self.w0 * out)
+
+
+class Siren(nn.Module):
+    """widths e.g. (2, 28, ..., 28, 3): every layer but the last is a sine layer."""
+
+    def __init__(self, widths: tuple[int, ...], w0: float = 30.0, w0_initial: float = 30.0):
+        super().__init__()
+        dims = list(zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(
+            SirenLayer(
+                i, o, w0_initial if n == 0 else w0, is_first=n == 0, is_last=n == len(dims) - 1
+            )
+            for n, (i, o) in enumerate(dims)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+SIREN_DEPTH = 10  # COIN: 10 layers (9 sine + linear output)
+MAX_WIDTH = 4095
+
+
+@dataclass(frozen=True)
+class SirenSpec(NetSpec):
+    """widths (2, W, ..., W, C); w0: hidden-layer frequency, w0_initial: first layer's. The
+    header stores them as float32, so they are rounded to float32 here: encoder and decoder
+    agree exactly."""
+
+    w0: float = 30.0
+    w0_initial: float = 30.0
+    arch = "siren"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "w0", float(np.float32(self.w0)))
+        object.__setattr__(self, "w0_initial", float(np.float32(self.w0_initial)))
+
+    def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        shapes: list[tuple[str, tuple[int, ...]]] = []
+        for n, (i, o) in enumerate(self.layer_dims()):
+            shapes += [(f"layers.{n}.weight", (o, i)), (f"layers.{n}.bias", (o,))]
+        return shapes
+
+    def describe(self) -> str:
+        return f"SIREN {'-'.join(str(x) for x in self.widths)}, w0 {self.w0:g}"
+
+    def as_dict(self) -> dict:
+        return super().as_dict() | {"w0": self.w0, "w0_initial": self.w0_initial}
+
+
+class SirenFamily(NetFamily):
+    name = "siren"
+    arch_id = 1
+    label = "SIREN"
+    spec_type = SirenSpec
+    header_fields = (
+        Field("w0", "floatbe:32", 1e-6, 1e6, doc="hidden-layer frequency"),
+        Field("w0_initial", "floatbe:32", 1e-6, 1e6, doc="first-layer frequency"),
+    )
+    default_bits = 16  # COIN's (fixed coding; range coding starts its step search there)
+    range_saving = 0.4  # measured on trained Kodak networks (docs/design.md, rate control)
+    default_lr = 2e-4  # COIN's
+    override_names = ("width", "depth")
+
+    def spec_values(self, spec: NetSpec) -> dict[str, Any]:
+        return {"w0": spec.w0, "w0_initial": spec.w0_initial}
+
+    def spec_from_values(self, widths: tuple[int, ...], values: dict[str, Any]) -> SirenSpec:
+        return SirenSpec(widths, w0=values["w0"], w0_initial=values["w0_initial"])
+
+    def build(self, spec: NetSpec) -> Siren:
+        return Siren(spec.widths, spec.w0, spec.w0_initial)
+
+    def stored_parameters(self, model: nn.Module) -> list[tuple[nn.Module, str]]:
+        out: list[tuple[nn.Module, str]] = []
+        for layer in model.layers:
+            out += [(layer.linear, "weight"), (layer.linear, "bias")]
+        return out
+
+    def choose(
+        self,
+        height: int,
+        width: int,
+        channels: int,
+        bpp: float,
+        bits: int,
+        ov: Overrides,
+        size: Callable[[NetSpec], int],
+        bpw: float,
+    ) -> SirenSpec:
+        """COIN's rule: fixed depth (10 layers), the widest layers that fit."""
+        cap = budget_bytes(bpp, height, width)
+        depth = ov.depth or SIREN_DEPTH
+        if depth < 2:
+            raise KancoinError("--depth for SIREN must be at least 2")
+        candidates = [ov.width] if ov.width else range(MAX_WIDTH, 0, -1)
+        for w in candidates:
+            spec = SirenSpec((2, *([w] * (depth - 1)), channels))
+            if size(spec) <= cap:
+                return spec
+        raise KancoinError(impossible_rate(bpp, bits, height, width, cap))
+

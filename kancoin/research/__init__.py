@@ -1,0 +1,2 @@
+"""Research tools: a random hyperparameter sweep (``sweep``) and the quantization study
+(``quantstudy``)."""
