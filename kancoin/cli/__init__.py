@@ -6,15 +6,57 @@ here; the modules import ``common`` and the library, never each other or this pa
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
-import typer
-from typer import _click
-from typer.core import TyperGroup
 
-from kancoin.cli import codec, research
-from kancoin.cli import eval as eval_cmds
-from kancoin.cli.common import EXIT_INTERRUPTED
+def _started_as_command() -> bool:
+    """Whether this process is the command line (``kancoin``, ``python -m kancoin``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "kancoin.__main__":
+        return True
+    return bool(sys.argv) and Path(sys.argv[0]).stem in ("kancoin", "kancoin-script")
+
+
+_finished = False  # the command has run: a signal now only cuts the interpreter's shutdown
+
+
+def _stop_outside_the_command(signum, frame) -> None:
+    """Ctrl-C or SIGTERM while the command line itself is still loading (nothing has started) or
+    after the command has run: end at once, with the usual line if the command has not run,
+    instead of a traceback from inside an import or the interpreter's shutdown."""
+    term = signum == signal.SIGTERM
+    if not _finished:
+        try:
+            os.write(2, f"{'terminated' if term else 'interrupted'} (no output written)\n".encode())
+        except OSError:
+            pass
+    os._exit(143 if term else 130)
+
+
+if _started_as_command():  # before the imports below, which take a while
+    for _s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(_s) is not signal.SIG_IGN:
+            signal.signal(_s, _stop_outside_the_command)
+
+import typer  # noqa: E402
+from typer import _click  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from kancoin.cli import codec, research  # noqa: E402
+from kancoin.cli import eval as eval_cmds  # noqa: E402
+from kancoin.cli.common import (  # noqa: E402
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    INTERRUPTED,
+    TERMINATED,
+    Terminated,
+    err,
+    signals_handled,
+)
 
 
 class _OneLineErrors(TyperGroup):
@@ -22,8 +64,13 @@ class _OneLineErrors(TyperGroup):
     stderr and exit 2, like every other error of kancoin, instead of a usage box."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _finished
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with signals_handled():  # SIGTERM like Ctrl-C; imports not cut by a signal
+                try:
+                    rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                finally:
+                    _finished = True
         except _click.exceptions.UsageError as e:
             if not standalone_mode:
                 raise
@@ -33,11 +80,33 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             if not standalone_mode:
                 raise
-            _click.echo("interrupted (no output written)", file=sys.stderr)
+            _click.echo(INTERRUPTED, file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_interrupts():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_interrupts():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_interrupts():
+    """Ctrl-C or SIGTERM outside a command's body (parsing its options, importing the codec):
+    the same line and exit status as inside it."""
+    try:
+        yield
+    except Terminated:
+        err(TERMINATED)
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except KeyboardInterrupt:
+        err(INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(

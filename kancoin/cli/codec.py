@@ -36,6 +36,10 @@ def encode(
     force: Force = False,
     quiet: Quiet = False,
     json_out: Json = False,
+    first_frame: Annotated[
+        bool,
+        typer.Option("--first-frame", help="Encode frame 0 of an animated or multi-page image."),
+    ] = False,
     **options: Any,
 ) -> None:
     """Fit a network to IMAGE at a target bit rate and write it to OUT."""
@@ -47,7 +51,10 @@ def encode(
         opts = EncodeOptions(**option_values(options))
         notice = None if quiet or json_out else err
         with progress_bar(not quiet, f"encoding {image.name}") as progress:
-            res = encode_file(image, out, opts, force=force, progress=progress, on_notice=notice)
+            res = encode_file(
+                image, out, opts, force=force, progress=progress, on_notice=notice,
+                first_frame=first_frame,
+            )  # fmt: skip
         if json_out:
             typer.echo(json.dumps({"input": str(image), "output": str(out), **res.as_dict()}))
         elif not quiet:
@@ -114,13 +121,14 @@ def info(
         err("error: give a .kc file (or --format)")
         raise typer.Exit(2)
     from kancoin.fileio import read_input
-    from kancoin.format.container import CODINGS, overhead_bytes, read_bytes
+    from kancoin.format.container import CODINGS, check_file, overhead_bytes
     from kancoin.format.entropy import KINDS
     from kancoin.metrics import bpp
 
     def body():
         data = read_input(src, "kancoin file")
-        header, _ = read_bytes(data)
+        checked = check_file(data)  # header, size, CRC, limits: the payload is not decoded
+        header = checked.header
         spec = header.spec
         overhead = overhead_bytes(spec, header.coding, header.version)
         tensors = []
@@ -145,6 +153,8 @@ def info(
             "bpp": bpp(len(data), header.height, header.width),
             "architecture": spec.describe(),
             **spec.as_dict(),
+            "decode_work": checked.cost.work,
+            "decode_peak_bytes": checked.cost.peak_bytes,
             "tensors": tensors,
         }
         if json_out:
@@ -159,6 +169,10 @@ def info(
         )
         typer.echo(f"  header       {overhead} bytes (with CRC)")
         typer.echo(f"  bpp          {d['bpp']:.4f} (whole file)")
+        typer.echo(
+            f"  decode       {checked.cost.work:.3g} multiply-adds, "
+            f"≤ {checked.cost.peak_bytes / 2**20:.0f} MiB of working memory"
+        )
         for t in d["tensors"]:
             shape = "×".join(str(x) for x in t["shape"])
             line = (

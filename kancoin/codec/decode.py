@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kancoin.codec.runtime import torch_threads
 from kancoin.fileio import check_output, read_input, write_atomic
 from kancoin.format.container import FileHeader, read_bytes
+from kancoin.format.limits import decode_cost
 from kancoin.format.quant import dequantize
 from kancoin.imageio import png_bytes
 from kancoin.metrics import bpp
@@ -37,20 +37,25 @@ def weights(header: FileHeader, qtensors: list[np.ndarray]) -> list[np.ndarray]:
 
 def decode_bytes(data: bytes) -> Decoded:
     """Rebuild the network from the file alone and evaluate it on the pixel grid (CPU, float32,
-    deterministic at any thread count)."""
+    deterministic at any thread count). The file's decode cost is checked against the limits
+    (``format.limits``) before the payload is touched; rendering goes in chunks sized to
+    bound memory."""
     t0 = time.perf_counter()
-    header, qtensors = read_bytes(data)
+    header, qtensors = read_bytes(data)  # refuses, before torch loads, what is over a limit
+    from kancoin.codec.runtime import torch_threads
+
     spec = header.spec
     model = build(spec)
     load_arrays(model, spec, weights(header, qtensors))
     model.eval()
     with torch_threads(1):  # numba kernels are deterministic at any count; GEMMs are not
-        pixels = family_of(spec).render(model, header.height, header.width).numpy()
-    return Decoded(pixels, header, len(data), time.perf_counter() - t0)
+        chunk = decode_cost(spec, header.height, header.width).chunk
+        pixels = family_of(spec).render(model, header.height, header.width, "cpu", chunk)
+    return Decoded(pixels.numpy(), header, len(data), time.perf_counter() - t0)
 
 
 def decode_file(src: str | Path, out: str | Path, force: bool = False) -> Decoded:
     check_output(out, [src], force)
     decoded = decode_bytes(read_input(src, "kancoin file"))
-    write_atomic(out, png_bytes(decoded.pixels))
+    write_atomic(out, png_bytes(decoded.pixels), force=force)
     return decoded

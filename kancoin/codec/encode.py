@@ -17,7 +17,7 @@ from kancoin.codec.options import EncodeOptions
 from kancoin.codec.ratecontrol import budget_bytes, choose
 from kancoin.errors import KancoinError
 from kancoin.fileio import check_output, write_atomic
-from kancoin.format import entropy
+from kancoin.format import entropy, limits
 from kancoin.format.container import CODINGS, FileHeader, overhead_bytes, write_bytes
 from kancoin.format.quant import MAX_BITS, QuantParams, choose_params, dequantize, quantize, rescale
 from kancoin.imageio import load_image
@@ -98,7 +98,14 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> NetSpec:
     fam = family(opts.arch)
     bits = opts.resolved_bits
     bpw = bits if opts.coding_id == 0 else max(1.0, bits - fam.range_saving)
-    return choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
+    spec = choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
+    try:  # never write a file the decoder refuses
+        limits.check(spec, h, w, 0, None, budget_bytes(opts.bpp, h, w))
+    except KancoinError as e:
+        raise KancoinError(
+            f"--bpp {opts.bpp:g}: {spec.describe()} is over a limit ({e}); lower --bpp or --width"
+        ) from None
+    return spec
 
 
 def ptq(model: torch.nn.Module, spec: NetSpec, qparams: list[QuantParams]) -> list[np.ndarray]:
@@ -256,13 +263,15 @@ def encode_file(
     force: bool = False,
     progress: ProgressFn | None = None,
     on_notice=None,
+    first_frame: bool = False,
 ) -> EncodeResult:
-    """Check the output, read the image, plan (errors before training), encode, write."""
+    """Check the output, read the image, plan (errors before training), encode, write.
+    ``first_frame``: encode frame 0 of an image of several frames (else refused)."""
     check_output(out, [src], force)
-    pixels, notice = load_image(src)
+    pixels, notice = load_image(src, first_frame=first_frame)
     if notice and on_notice:
         on_notice(notice)
     plan(pixels.shape, opts)
     result = encode_pixels(pixels, opts, progress)
-    write_atomic(out, result.data)
+    write_atomic(out, result.data, force=force)
     return result

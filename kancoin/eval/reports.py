@@ -136,19 +136,19 @@ def write_outputs(out_dir: str | Path) -> list[dict]:
     """results.csv/json, summary.json (+ summary/<setting>.json), compare_0.3bpp.csv/md."""
     out = Path(out_dir)
     rows = load_rows(out)
-    write_atomic(out / "results.json", (json.dumps(rows, indent=1) + "\n").encode())
+    write_atomic(out / "results.json", (json.dumps(rows, indent=1) + "\n").encode(), force=True)
     body = [[r.get(k) for k in ROW_FIELDS] for r in rows]
-    write_atomic(out / "results.csv", _csv_bytes(list(ROW_FIELDS), body))
+    write_atomic(out / "results.csv", _csv_bytes(list(ROW_FIELDS), body), force=True)
     summary = summarize(rows)
-    write_atomic(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), force=True)
     (out / "summary").mkdir(exist_ok=True)
     for entry in summary:
         data = (json.dumps(entry, indent=1) + "\n").encode()
-        write_atomic(out / "summary" / f"{entry['name']}.json", data)
+        write_atomic(out / "summary" / f"{entry['name']}.json", data, force=True)
     header, cbody = compare_table(rows)
     if cbody:
-        write_atomic(out / "compare_0.3bpp.csv", _csv_bytes(header, cbody))
-        write_atomic(out / "compare_0.3bpp.md", markdown(header, cbody).encode())
+        write_atomic(out / "compare_0.3bpp.csv", _csv_bytes(header, cbody), force=True)
+        write_atomic(out / "compare_0.3bpp.md", markdown(header, cbody).encode(), force=True)
     return summary
 
 

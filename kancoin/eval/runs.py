@@ -284,12 +284,12 @@ def _image_job(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }  # fmt: skip
         (out / "files").mkdir(parents=True, exist_ok=True)
-        write_atomic(out / row["file"], data)
+        write_atomic(out / row["file"], data, force=True)
         if keep_decoded:
             (out / "decoded").mkdir(parents=True, exist_ok=True)
             row["decoded"] = f"decoded/{name}__{s.slug}.png"
-            write_atomic(out / row["decoded"], _png(decoded))
-        write_atomic(rp, (json.dumps(row, indent=1) + "\n").encode())
+            write_atomic(out / row["decoded"], _png(decoded), force=True)
+        write_atomic(rp, (json.dumps(row, indent=1) + "\n").encode(), force=True)
         results.append((row, True))
     return results
 

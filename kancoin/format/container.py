@@ -16,7 +16,7 @@ import numpy as np
 
 from kancoin import bitfields
 from kancoin.errors import KancoinError
-from kancoin.format import entropy
+from kancoin.format import entropy, limits
 from kancoin.format.entropy import EntropyModel
 from kancoin.format.layout import (
     CODINGS,
@@ -33,8 +33,8 @@ from kancoin.format.quant import QuantParams
 from kancoin.nets import NetSpec, family_by_id, family_of
 
 __all__ = [
-    "CODINGS", "FileHeader", "VERSION", "estimated_file_bytes", "file_bytes", "header_bits",
-    "overhead_bytes", "read_bytes", "read_header", "write_bytes",
+    "CODINGS", "CheckedFile", "FileHeader", "VERSION", "check_file", "estimated_file_bytes",
+    "file_bytes", "header_bits", "overhead_bytes", "read_bytes", "read_header", "write_bytes",
 ]  # fmt: skip
 
 
@@ -223,10 +223,23 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
     return header, reader.pos
 
 
-def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
-    """Parse, validate (size, CRC) and return the header and quantized tensors."""
+@dataclass(frozen=True)
+class CheckedFile:
+    """A file whose header, size, CRC and decode cost were checked: the header, where the
+    payload starts (bits), the range-coded stream's bytes (coding 1) and the decode cost."""
+
+    header: FileHeader
+    payload_bit: int
+    stream: bytes
+    cost: limits.DecodeCost
+
+
+def check_file(data: bytes) -> CheckedFile:
+    """Everything but decoding the payload: header fields, exact size (fixed coding), CRC and
+    the decode's cost against its limits (``limits``). ``kancoin info`` stops here."""
     header, pos = read_header(data)
     spec = header.spec
+    stream = b""
     if header.coding == 0:
         expected = file_bytes(spec, header.tensor_bits, version=header.version)
         if len(data) < expected:
@@ -237,22 +250,41 @@ def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
         start = (pos + 7) // 8
         if len(data) < start + 4:
             raise KancoinError("file is truncated (no payload)")
-    body, crc = data[:-4], int.from_bytes(data[-4:], "big")
-    if zlib.crc32(body) != crc:
+        stream = data[start:-4]
+    if zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "big"):
         # a range-coded payload has no length field: a cut file shows up here
         what = "corrupt" if header.coding == 0 else "truncated or corrupt"
         raise KancoinError(f"file is {what} (CRC mismatch)")
+    payload = len(stream) if header.coding == 1 else None
+    cost = limits.check(spec, header.height, header.width, header.coding, payload, len(data))
+    return CheckedFile(header, pos, stream, cost)
+
+
+def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
+    """Parse, validate (size, CRC, limits) and return the header and quantized tensors.
+
+    A range-coded stream must be exactly what the encoder writes for the decoded integers:
+    they are coded again and compared, so bytes appended to a stream (or a stream that decodes
+    by luck) are refused, as trailing bytes of a fixed-width file are."""
+    checked = check_file(data)
+    header, spec = checked.header, checked.header.spec
     sizes = [math.prod(shape) for _, shape in spec.tensor_shapes()]
     if header.coding == 0:
-        flats, offset = [], pos
+        flats, offset = [], checked.payload_bit
         for n, b in zip(sizes, header.tensor_bits):
             raw = bitstring.Bits(bytes=data, offset=offset, length=n * b)
             flats.append(_unpack_uints(raw, n, b))
             offset += n * b
     else:
+        models = list(header.emodels)
         try:
-            flats = entropy.decode(body[start:], sizes, header.tensor_bits, list(header.emodels))
+            flats = entropy.decode(checked.stream, sizes, header.tensor_bits, models)
+            again = entropy.encode(flats, header.tensor_bits, models)
         except Exception as e:  # the CRC matched, so this is a bad file from a bad encoder
             raise KancoinError(f"cannot decode the range-coded payload ({e})") from None
+        if again != checked.stream:
+            extra = len(checked.stream) - len(again)
+            what = f"{extra} bytes after the" if extra > 0 else "a corrupt"
+            raise KancoinError(f"file has {what} range-coded stream")
     tensors = [f.reshape(shape) for f, (_, shape) in zip(flats, spec.tensor_shapes())]
     return header, tensors

@@ -17,11 +17,9 @@ The codec (encode, decode, fit, QAT, rate control) talks to networks only throug
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from kancoin.bitfields import Field
 from kancoin.errors import KancoinError
@@ -30,7 +28,11 @@ from kancoin.nets.spec import NetSpec, Overrides, budget_bytes, impossible_rate
 __all__ = ["NetFamily", "NetSpec", "Overrides", "budget_bytes", "impossible_rate"]
 
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:  # torch loads only when a network is built: a header is read without it
+    import torch
+    from torch import nn
+
+Predictor = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 class NetFamily:
@@ -77,12 +79,16 @@ class NetFamily:
         return [getattr(m, a) for m, a in self.stored_parameters(model)]
 
     def load_tensors(self, model: nn.Module, tensors: list[torch.Tensor]) -> None:
+        import torch
+
         for (m, a), t in zip(self.stored_parameters(model), tensors, strict=True):
             with torch.no_grad():
                 getattr(m, a).copy_(t)
 
     def export_arrays(self, model: nn.Module, spec: NetSpec) -> list[np.ndarray]:
         """The tensors to store, float32 numpy copies, in ``spec.tensor_shapes()`` order."""
+        import torch
+
         with torch.no_grad():
             arrays = [t.detach().float().cpu().numpy().copy() for t in self.export_tensors(model)]
         shapes = spec.tensor_shapes()
@@ -93,6 +99,8 @@ class NetFamily:
 
     def load_arrays(self, model: nn.Module, arrays: list[np.ndarray]) -> None:
         """Inverse of ``export_arrays``."""
+        import torch
+
         self.load_tensors(model, [torch.from_numpy(np.asarray(a)) for a in arrays])
 
     # -- rate control and defaults ----------------------------------------------------------
@@ -160,13 +168,26 @@ class NetFamily:
         device: str | torch.device = "cpu",
         chunk: int = 1 << 16,
     ) -> torch.Tensor:
-        """Evaluate the network on the pixel grid in chunks (bounded memory): uint8 (H, W, C)
-        on ``device``: outputs clamped to [0, 1], × 255, rounded half to even."""
-        from kancoin.nets.coords import coordinates, to_uint8
+        """Evaluate the network on the pixel grid in chunks of ``chunk`` pixels (bounded
+        memory): uint8 (H, W, C) on ``device``: outputs clamped to [0, 1], × 255, rounded half
+        to even."""
+        import torch
 
-        coords = coordinates(height, width)
-        outs = []
+        from kancoin.nets.coords import coordinates_of, to_uint8
+
+        n = height * width
+        out = torch.empty(n, model.widths[-1], dtype=torch.uint8, device=device)
         with torch.no_grad():
-            for start in range(0, coords.shape[0], chunk):
-                outs.append(to_uint8(self.infer(model, coords[start : start + chunk].to(device))))
-        return torch.cat(outs).reshape(height, width, -1)
+            for start in range(0, n, chunk):
+                idx = torch.arange(start, min(n, start + chunk))
+                x = coordinates_of(idx, height, width).to(device)
+                out[start : start + len(idx)] = to_uint8(self.infer(model, x))
+        return out.reshape(height, width, -1)
+
+    def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
+        """(operations, bytes per pixel) of rendering ``spec`` on an H×W grid: multiply-adds
+        of the whole image, and the float temporaries one pixel of a chunk needs. The decoder
+        refuses what costs more than its limits and sizes its chunks from the second."""
+        macs = sum(i * o for i, o in spec.layer_dims())
+        return float(macs) * height * width, 4 * 3 * max(spec.widths)
+

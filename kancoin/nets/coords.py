@@ -6,12 +6,21 @@ import numpy as np
 import torch
 
 
+def axis(n: int) -> torch.Tensor:
+    """(n,) float32: one axis's coordinates, -1 … 1 (0 for a single pixel)."""
+    return torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1)
+
+
 def coordinates(height: int, width: int) -> torch.Tensor:
     """(H·W, 2) float32 (x, y) in row-major pixel order, each axis in [-1, 1]."""
-    ys = torch.linspace(-1.0, 1.0, height) if height > 1 else torch.zeros(1)
-    xs = torch.linspace(-1.0, 1.0, width) if width > 1 else torch.zeros(1)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).contiguous()
+    return coordinates_of(torch.arange(height * width), height, width)
+
+
+def coordinates_of(idx: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 2) float32 (x, y) of row-major pixel indices idx (N,): the same values as rows of
+    ``coordinates``, without building the whole grid (the decoder renders in chunks)."""
+    xs, ys = axis(width), axis(height)
+    return torch.stack([xs[idx % width], ys[idx // width]], dim=1).contiguous()
 
 
 def targets(pixels: np.ndarray) -> torch.Tensor:

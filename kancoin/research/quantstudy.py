@@ -152,7 +152,7 @@ def quantize_rows(
             p = psnr(decoded.pixels, pixels)
             name = f"{image}_{spec.arch}_{b}b_{coding}.kc"
             if files_dir is not None:
-                write_atomic(files_dir / name, data)
+                write_atomic(files_dir / name, data, force=True)
             rows.append({
                 "image": image, "arch": spec.arch, "architecture": spec.describe(),
                 "params": spec.n_params, "bits": b, "coding": coding, "file_bytes": len(data),
@@ -371,7 +371,7 @@ def write_outputs(
     }
     written = []
     for fname, data in items.items():
-        write_atomic(out / fname, data)
+        write_atomic(out / fname, data, force=True)
         written.append(out / fname)
     if plot:
         try:

@@ -114,7 +114,9 @@ def _run_trial(
         row = {**asdict(t), "psnr": None, "error": f"{type(e).__name__}: {e}", "key": key,
                "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         write_atomic(
-            Path(out_dir) / "rows" / f"trial_{t.trial:03d}.json", (json.dumps(row) + "\n").encode()
+            Path(out_dir) / "rows" / f"trial_{t.trial:03d}.json",
+            (json.dumps(row) + "\n").encode(),
+            force=True,
         )
         return row
     row = {
@@ -128,8 +130,9 @@ def _run_trial(
     }  # fmt: skip
     out = Path(out_dir)
     (out / "files").mkdir(parents=True, exist_ok=True)
-    write_atomic(out / row["file"], r.data)
-    write_atomic(out / "rows" / f"trial_{t.trial:03d}.json", (json.dumps(row) + "\n").encode())
+    write_atomic(out / row["file"], r.data, force=True)
+    rows_file = out / "rows" / f"trial_{t.trial:03d}.json"
+    write_atomic(rows_file, (json.dumps(row) + "\n").encode(), force=True)
     return row
 
 
@@ -294,9 +297,9 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, image: str, bpp: f
     w = csv.DictWriter(buf, fieldnames=TRIAL_FIELDS, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    write_atomic(out / "trials.csv", buf.getvalue().encode())
-    write_atomic(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
-    write_atomic(out / "summary.md", _markdown(summary, image, bpp).encode())
+    write_atomic(out / "trials.csv", buf.getvalue().encode(), force=True)
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), force=True)
+    write_atomic(out / "summary.md", _markdown(summary, image, bpp).encode(), force=True)
 
 
 def plot(rows: list[dict], stem: Path, title: str) -> list[Path]:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from kancoin.errors import KancoinError
 from kancoin.nets.base import NetFamily, Predictor
-from kancoin.nets.coords import coordinates, to_uint8
-from kancoin.nets.kan.network import KAN
 from kancoin.nets.kan.spec import BASES, HEADER_FIELDS, KanSpec
 from kancoin.nets.spec import NetSpec, Overrides
+
+if TYPE_CHECKING:  # the module (and torch) loads when a network is built, not to read a header
+    import torch
+    from torch import nn
+
+    from kancoin.nets.kan.network import KAN
 
 
 class KanFamily(NetFamily):
@@ -81,6 +82,8 @@ class KanFamily(NetFamily):
 
     # -- the module -------------------------------------------------------------------------
     def build(self, spec: NetSpec, backend: str = "auto") -> KAN:
+        from kancoin.nets.kan.network import KAN
+
         return KAN(
             spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, backend,
             basis=spec.basis, node_bias=spec.node_bias, layernorm=spec.layernorm,
@@ -158,6 +161,8 @@ class KanFamily(NetFamily):
     def separable(model: nn.Module, device: str | torch.device) -> bool:
         """A CPU B-spline KAN whose first layer splits on the pixel grid: rendering and
         training evaluate that layer on W + H coordinates, not per pixel, with the same bits."""
+        import torch
+
         return torch.device(device).type == "cpu" and model.grid_separable()
 
     def predictor(
@@ -166,10 +171,10 @@ class KanFamily(NetFamily):
     ) -> Predictor:  # fmt: skip
         if (run is not None and run is not model) or not self.separable(model, device):
             return super().predictor(model, height, width, device, run)
+        from kancoin.nets.coords import axis
         from kancoin.nets.kan.fused import grid_sum  # training only
 
-        coords = coordinates(height, width)
-        xs, ys = coords[:width, 0].contiguous(), coords[::width, 1].contiguous()
+        xs, ys = axis(width), axis(height)
 
         def separable(idx: torch.Tensor) -> torch.Tensor:
             tx, ty = model.grid_terms(xs, ys)
@@ -190,12 +195,36 @@ class KanFamily(NetFamily):
     ) -> torch.Tensor:
         if not self.separable(model, device):
             return super().render(model, height, width, device, chunk)
-        coords = coordinates(height, width)
-        outs = []
+        import torch
+
+        from kancoin.nets.coords import axis, to_uint8
+
+        out = torch.empty(height * width, model.widths[-1], dtype=torch.uint8)
         with torch.no_grad():  # the same numbers as per pixel, from W + H evaluations
-            tx, ty = model.grid_terms_infer(coords[:width, 0], coords[::width, 1])
+            tx, ty = model.grid_terms_infer(axis(width), axis(height))
             rows = max(1, chunk // width)
             for r in range(0, height, rows):
                 h = (ty[r : r + rows, None, :] + tx[None, :, :]).reshape(-1, tx.shape[1])
-                outs.append(to_uint8(model.infer_from_first(h)))
-        return torch.cat(outs).reshape(height, width, -1)
+                out[r * width : r * width + h.shape[0]] = to_uint8(model.infer_from_first(h))
+        return out.reshape(height, width, -1)
+
+    def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
+        pixels = height * width
+        ops, per_pixel = 0.0, 0
+        for n, (i, o) in enumerate(spec.layer_dims()):
+            if spec.basis == "bspline":  # k + 2 multiply-adds per edge (the fused kernels)
+                edge, temp = spec.spline_order + 2, 0
+            elif spec.basis == "tanh":
+                edge, temp = 4, 8 * o
+            else:  # a dense basis (N, I, C) times the coefficients
+                c = {"chebyshev": spec.grid_size + 1, "fourier": 2 * spec.grid_size}.get(
+                    spec.basis, spec.grid_size
+                )
+                edge, temp = c, 2 * i * c
+            per = i * o * edge
+            if n == 0 and spec.basis == "bspline" and i == 2 and not spec.layernorm:
+                per = o  # separable: W + H evaluations, then one add per pixel and output
+                ops += float(2 * o * edge) * (height + width)
+            ops += float(per) * pixels
+            per_pixel = max(per_pixel, 4 * (3 * max(i, o, 32) + temp))
+        return ops, per_pixel
