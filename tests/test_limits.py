@@ -151,13 +151,13 @@ def _fuzz(mutants: int, seed: int) -> dict:
     return res
 
 
-def test_fuzz_a_few_hundred_mutants() -> None:
+def test_fuzz_two_hundred_mutants() -> None:
     """Seeded mutants of the golden files (header fields at their limits, flips, payload
     bytes, cuts, appended junk; CRC recomputed): each decodes to the header's shape or is
     refused in one line, none over 5 s, the process under 1 GiB."""
-    res = _fuzz(300, seed=1)
-    assert sum(res["outcomes"].values()) == 300 and res["n_failures"] == 0
-    assert res["outcomes"].get("refused", 0) > 100 and res["outcomes"].get("ok", 0) > 0
+    res = _fuzz(200, seed=1)
+    assert sum(res["outcomes"].values()) == 200 and res["n_failures"] == 0
+    assert res["outcomes"].get("refused", 0) > 80 and res["outcomes"].get("ok", 0) > 0
     assert res["worst_seconds"] < 5.0 and res["peak_rss_mib"] < 1024
 
 
