@@ -76,8 +76,8 @@ def test_decode_work_is_bounded() -> None:
     cost = limits.decode_cost(spec, 8192, 8192)
     assert cost.work == pytest.approx(sum(i * o for i, o in spec.layer_dims()) * 8192**2)
     data = _crafted(spec, 8192, 8192, 0)  # fixed coding: the size is right
-    assert cost.work > limits.max_work(len(data))
-    _refused_fast(data, "multiply-adds; the limit for")
+    assert cost.work > limits.MAX_DECODE_WORK
+    _refused_fast(data, "multiply-adds; the limit is")
 
 
 def test_chunks_shrink_to_bound_memory() -> None:
@@ -104,8 +104,13 @@ def test_range_coded_stream_with_trailing_bytes_is_refused() -> None:
 
 
 def test_the_encoder_never_writes_what_the_decoder_refuses() -> None:
-    with pytest.raises(KancoinError, match="over a limit"):
-        plan((512, 512, 3), EncodeOptions(bpp=2000.0, arch="siren", coding="fixed"))
+    siren = plan((512, 512, 3), EncodeOptions(bpp=2000.0, arch="siren", coding="fixed"))
+    limits.check(siren, 512, 512, 0, None)  # the widest SIREN the decoder accepts, not wider
+    wider = SirenSpec((2, *(siren.hidden[0] + 64,) * 9, 3))
+    with pytest.raises(KancoinError, match="limit"):
+        limits.check(wider, 512, 512, 0, None)
+    with pytest.raises(KancoinError, match="over the decoder's limits.*lower --bpp"):
+        plan((8192, 8192, 3), EncodeOptions(bpp=0.3))
 
 
 @pytest.mark.parametrize("name", ["image_16384x16384.kc", "kan_huge_tensor_abort.kc",
@@ -167,10 +172,17 @@ def test_fuzz_ten_thousand_mutants() -> None:
     assert res["n_failures"] == 0 and res["peak_rss_mib"] < 1024
 
 
-def test_limits_are_above_what_the_default_encoder_writes() -> None:
-    """The default 0.3 bpp network at the encoder's largest image fits every limit."""
-    spec = plan((8192, 8192, 3), EncodeOptions())
-    budget = int(0.3 * 8192 * 8192 / 8)
-    cost = limits.check(spec, 8192, 8192, 0, None, budget)
-    assert cost.work <= limits.max_work(budget) and cost.weights <= limits.MAX_WEIGHTS
-    assert np.isfinite(cost.peak_bytes)
+def test_rate_control_stays_within_the_decoders_limits() -> None:
+    """Rate control never picks a network the decoder would refuse: at 4096x4096 and 0.3 bpp
+    the layers stay narrower than the budget alone would make them, and the work is within the
+    limit; at 768x512 (Kodak) nothing changes."""
+    from kancoin.codec.ratecontrol import choose
+
+    big = plan((4096, 4096, 3), EncodeOptions())
+    cost = limits.check(big, 4096, 4096, 0, None)
+    assert cost.work <= limits.MAX_DECODE_WORK and cost.weights <= limits.MAX_WEIGHTS
+    unlimited = choose("kan", 4096, 4096, 3, 0.3, 9, coding=1, bpw=6.0)
+    assert limits.decode_cost(unlimited, 4096, 4096).work > limits.MAX_DECODE_WORK
+    assert big.hidden[0] < unlimited.hidden[0] and np.isfinite(cost.peak_bytes)
+    kodak = plan((512, 768, 3), EncodeOptions())
+    assert kodak == choose("kan", 512, 768, 3, 0.3, 9, coding=1, bpw=6.0)

@@ -98,9 +98,11 @@ def plan(pixels_shape: tuple[int, int, int], opts: EncodeOptions) -> NetSpec:
     fam = family(opts.arch)
     bits = opts.resolved_bits
     bpw = bits if opts.coding_id == 0 else max(1.0, bits - fam.range_saving)
-    spec = choose(opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw)
+    spec = choose(
+        opts.arch, h, w, c, opts.bpp, bits, opts.overrides, opts.coding_id, bpw, decode_limits=True
+    )
     try:  # never write a file the decoder refuses
-        limits.check(spec, h, w, 0, None, budget_bytes(opts.bpp, h, w))
+        limits.check(spec, h, w, 0, None)
     except KancoinError as e:
         raise KancoinError(
             f"--bpp {opts.bpp:g}: {spec.describe()} is over a limit ({e}); lower --bpp or --width"

@@ -11,6 +11,7 @@ from the real coded size (``encode``). How a family grows with the budget is the
 from __future__ import annotations
 
 from kancoin.errors import KancoinError
+from kancoin.format import limits
 from kancoin.format.container import estimated_file_bytes
 from kancoin.format.quant import MAX_BITS, MIN_BITS
 from kancoin.nets import NetSpec, Overrides, family
@@ -26,11 +27,25 @@ def check_request(bpp: float, bits: int) -> None:
         raise KancoinError(f"--bpp must be positive, got {bpp}")
 
 
-def size_estimator(bits: int, coding: int, bpw: float | None = None):
+OVER = 1 << 62  # the size of a network the decoder would refuse: it never fits
+
+
+def size_estimator(
+    bits: int, coding: int, bpw: float | None = None, grid: tuple[int, int] | None = None
+):
     """spec -> file bytes: exact at ``bits`` for fixed coding, at ``bpw`` coded bits per weight
-    (default ``bits``) for range coding."""
+    (default ``bits``) for range coding. With ``grid`` (H, W), a network whose decode there is
+    over the decoder's limits (``format.limits``) gets ``OVER``: rate control never picks it."""
     per_weight = bits if bpw is None else bpw
-    return lambda spec: estimated_file_bytes(spec, per_weight, coding)
+
+    def size(spec: NetSpec) -> int:
+        if grid is not None:
+            cost = limits.decode_cost(spec, *grid)
+            if cost.work > limits.MAX_DECODE_WORK or cost.weights > limits.MAX_WEIGHTS:
+                return OVER
+        return estimated_file_bytes(spec, per_weight, coding)
+
+    return size
 
 
 def choose(
@@ -43,10 +58,26 @@ def choose(
     ov: Overrides = Overrides(),
     coding: int = 0,
     bpw: float | None = None,
+    decode_limits: bool = False,
 ) -> NetSpec:
-    """The network of family ``arch`` closest to the budget without going over."""
+    """The network of family ``arch`` closest to the budget without going over (and, with
+    ``decode_limits``, within what the decoder accepts)."""
     check_request(bpp, bits)
     fam = family(arch)
     fam.check_overrides(ov)
-    size = size_estimator(bits, coding, bpw)
-    return fam.choose(height, width, channels, bpp, bits, ov, size, bits if bpw is None else bpw)
+    size = size_estimator(bits, coding, bpw, (height, width) if decode_limits else None)
+    est = bits if bpw is None else bpw
+    try:
+        return fam.choose(height, width, channels, bpp, bits, ov, size, est)
+    except KancoinError:
+        if not decode_limits:
+            raise
+        # something fits the budget, but only networks the decoder would refuse
+        unlimited = size_estimator(bits, coding, bpw)
+        spec = fam.choose(height, width, channels, bpp, bits, ov, unlimited, est)
+        cost = limits.decode_cost(spec, height, width)
+        raise KancoinError(
+            f"--bpp {bpp:g} on a {width}x{height} image asks for a network over the decoder's "
+            f"limits ({spec.describe()}: {cost.work:.3g} multiply-adds, limit "
+            f"{limits.MAX_DECODE_WORK:.3g}); lower --bpp"
+        ) from None

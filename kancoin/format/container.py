@@ -256,7 +256,7 @@ def check_file(data: bytes) -> CheckedFile:
         what = "corrupt" if header.coding == 0 else "truncated or corrupt"
         raise KancoinError(f"file is {what} (CRC mismatch)")
     payload = len(stream) if header.coding == 1 else None
-    cost = limits.check(spec, header.height, header.width, header.coding, payload, len(data))
+    cost = limits.check(spec, header.height, header.width, header.coding, payload)
     return CheckedFile(header, pos, stream, cost)
 
 

@@ -42,12 +42,6 @@ FIRST_LAYER_SHARE = 0.33
 FIRST_MIN_OTHER_GRID = 10
 FIRST_LAYER_SHARES = (FIRST_LAYER_SHARE, 0.2, 0.1)
 FIRST_GRID_PIXELS = 2  # at most one interval per 2 pixels of the longer side
-# Past this width the budget of a large image goes to the grids, not the width: a B-spline
-# edge costs k + 2 multiply-adds per pixel whatever its grid, so decode work grows with width²
-# only (8192x8192 at 0.3 bpp: width 64 decodes in ~2.8e12 multiply-adds, width 256 in 4.4e13;
-# the decoder's limit, format.limits, is ~2e6 per byte of file). Images up to ~2 Mpixel at
-# 0.3 bpp never reach it (768x512: width 20).
-FIRST_MAX_WIDTH = 64
 
 
 def first_grid(
@@ -187,7 +181,7 @@ def _widest_with_first_grid(
     ``FIRST_LAYER_SHARE`` of the weights on a finer grid and whose other layers keep a grid of
     at least ``FIRST_MIN_OTHER_GRID``; None where no width does."""
     best = None
-    for w in range(KAN_WIDTHS[0], FIRST_MAX_WIDTH + 1):
+    for w in range(KAN_WIDTHS[0], 257):
         hidden = (w,) * depth
         g, g1 = _split(height, width, hidden, channels, order, size, cap, bpw, ov,
                        FIRST_LAYER_SHARE)  # fmt: skip
