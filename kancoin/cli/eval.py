@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,11 @@ EVAL_OPTIONS = (
     "depth", "grid_size", "spline_order", "first_grid_size", "basis", "node_bias", "layernorm",
     "grid_extend", "optimizer", "bit_alloc", "qat", "qat_lr", "coding", "compile",
 )  # fmt: skip
+
+
+class Executor(enum.StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 @with_encoder_options(
@@ -44,8 +50,57 @@ def eval_(
     images: Annotated[
         str | None, typer.Option(help="Subset: names (kodim03,kodim23) or a count N.")
     ] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Images in parallel (processes).")] = 1,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="(image, setting) pairs in parallel (local processes).")
+    ] = 1,
     out: Annotated[Path, typer.Option(help="Results folder (resumable).")] = Path("results"),
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Run part K of N of the (image, setting) pairs (N processes or a job array "
+            "into one --out; then --report-only).",
+        ),
+    ] = None,
+    report_only: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="OUT",
+            help="Encode nothing: write the report (results.csv, summaries, plots) of the "
+            "rows in OUT.",
+        ),
+    ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Also BD-rate / BD-PSNR of every setting against NAME: a setting of the "
+            "folder or a published curve.",
+        ),
+    ] = None,
+    keep_decoded: Annotated[
+        str | None,
+        typer.Option(
+            metavar="all|none|NAMES",
+            help="Keep decoded PNGs of these images \\[default: kodim03,kodim23; every image "
+            "of a run of 1-2].",
+        ),
+    ] = None,
+    executor: Annotated[
+        Executor, typer.Option(help="Where rows are computed: local processes or Ray tasks.")
+    ] = Executor.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray: auto or ray://HOST:PORT \\[default: start Ray on this machine only]."
+        ),
+    ] = None,
+    gpus_per_job: Annotated[
+        float, typer.Option(min=0.0, help="Ray: GPUs per task (fractions share a GPU).")
+    ] = 0.0,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Ray: retries of a task whose worker crashed.")
+    ] = 2,
     plots: Annotated[
         bool, typer.Option(help="Also draw the figures into OUT/plots (needs matplotlib).")
     ] = True,
@@ -53,11 +108,17 @@ def eval_(
     json_out: Json = False,
     **options: Any,
 ) -> None:
-    """Evaluate on a folder of images (Kodak by default): PSNR/bpp per image and means.
+    """Evaluate on a folder of images (Kodak by default): PSNR, MS-SSIM and bpp per image, and
+    means.
 
     Takes every option of `kancoin encode` that changes a result; rows key on all of them."""
 
     def body():
+        if report_only is not None:
+            _check_report_only(images_dir, codec, images, shard, executor, options)
+            return _report(report_only, anchor, plots, quiet, json_out)
+        if executor is Executor.local and (address is not None or gpus_per_job or retries != 2):
+            raise KancoinError("--address, --gpus-per-job and --retries need --executor ray")
         from kancoin.codec.options import EncodeOptions
         from kancoin.eval.reports import format_table
         from kancoin.eval.runs import run_eval
@@ -72,26 +133,97 @@ def eval_(
         report = run_eval(
             images_dir, out, bpps=bpps, archs=archs, codecs=codecs, options=base,
             images=images, jobs=jobs, device=device,
-            progress=None if quiet or json_out else err,
+            progress=None if quiet or json_out else err, keep_decoded=keep_decoded,
+            shard=shard, executor=executor.value, address=address, gpus_per_job=gpus_per_job,
+            retries=retries, anchor=anchor,
         )  # fmt: skip
-        figures = _figures(report.out_dir, bpps[0]) if plots else []
+        # a shard's folder holds part of the rows: the figures come with --report-only
+        figures = _figures(report.out_dir, bpps[0]) if plots and report.shard is None else []
+        part = "" if report.shard is None else "{}/{}".format(*report.shard)
         if json_out:
             typer.echo(
                 json.dumps({
                     "out": str(report.out_dir), "computed": report.computed,
                     "skipped": report.skipped, "rows": report.rows,
-                    "summary": report.summary,
+                    "summary": report.summary, "shard": part or None,
+                    "total": report.total, "bdrate": report.bdrate,
                 })
             )  # fmt: skip
         elif not quiet:
             typer.echo(format_table(report.rows))
+            if report.bdrate is not None:
+                from kancoin.eval.bdrate import format_bdrate
+
+                typer.echo(format_bdrate(report.bdrate), nl=False)
             typer.echo(
                 f"{report.computed} computed, {report.skipped} reused; "
                 f"results in {report.out_dir}/ (results.csv, summary.json"
                 + (", plots/)" if figures else ")")
             )
+            if part:
+                typer.echo(
+                    f"shard {part}: {len(report.rows)} of {report.total} rows; when every shard "
+                    f"is done, `kancoin eval --report-only {report.out_dir}` writes the report"
+                )
+        if report.failed:  # after the table: the good rows are written, the run still failed
+            names = list(dict.fromkeys(r["image"] for r in report.failed))
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise KancoinError(
+                f"{len(report.failed)} of {len(report.rows)} rows failed ({shown}); "
+                "their rows in rows/ hold the error and are redone on a rerun"
+            )
 
     run(body)
+
+
+def _check_report_only(images_dir, codec, images, shard, executor, options) -> None:
+    """--report-only reads rows: an option that would choose what to encode is a mistake."""
+    given = [
+        name for name, v in (
+            ("DIR", images_dir), ("--codec", codec), ("--images", images), ("--shard", shard),
+            ("--bpp", options.get("bpp")), ("--arch", options.get("arch")),
+        ) if v
+    ]  # fmt: skip
+    if executor is not Executor.local:
+        given.append("--executor")
+    if given:
+        raise KancoinError(
+            f"--report-only writes the report of the rows in OUT and encodes nothing: "
+            f"drop {', '.join(given)}"
+        )
+
+
+def _report(out: Path, anchor: str | None, plots: bool, quiet: bool, json_out: bool) -> None:
+    from kancoin.eval.reports import format_table
+    from kancoin.eval.runs import report_only
+
+    report = report_only(out, anchor)
+    bpps = sorted({r["target_bpp"] for r in report.rows if not r.get("error")})
+    bpp = 0.3 if 0.3 in bpps or not bpps else bpps[0]
+    figures = _figures(report.out_dir, bpp) if plots else []
+    if json_out:
+        typer.echo(
+            json.dumps({
+                "out": str(report.out_dir), "rows": report.rows, "summary": report.summary,
+                "bdrate": report.bdrate,
+            })
+        )  # fmt: skip
+    elif not quiet:
+        typer.echo(format_table(report.rows))
+        if report.bdrate is not None:
+            from kancoin.eval.bdrate import format_bdrate
+
+            typer.echo(format_bdrate(report.bdrate), nl=False)
+        typer.echo(
+            f"{len(report.rows)} rows; report in {report.out_dir}/ (results.csv, summary.json"
+            + (", bdrate.md" if report.bdrate is not None else "")
+            + (", plots/)" if figures else ")")
+        )
+    if report.failed:
+        err(
+            f"note: {len(report.failed)} error rows left out of the report (a rerun of their "
+            "shard redoes them)"
+        )
 
 
 def _figures(out_dir: Path, bpp: float) -> list[Path]:
@@ -103,6 +235,7 @@ def _figures(out_dir: Path, bpp: float) -> list[Path]:
     except KancoinError as e:
         err(f"note: no plots ({e})")
         return []
+
 
 def plot(
     dirs: Annotated[list[Path], typer.Argument(help="Result folders written by eval.")],

@@ -9,12 +9,13 @@ import math
 from pathlib import Path
 
 from kancoin.fileio import write_atomic
-from kancoin.metrics import psnr_from_mse
+from kancoin.metrics import ms_ssim_db, psnr_from_mse
 
 COMPARE_BPP = 0.3
 ROW_FIELDS = (
     "image", "height", "width", "setting", "codec", "arch", "architecture", "params", "bits",
-    "quality", "coding", "payload_bits_per_weight", "file_bytes", "bpp", "psnr", "mse",
+    "quality", "coding", "payload_bits_per_weight", "file_bytes", "bpp", "psnr", "ms_ssim",
+    "ms_ssim_db", "mse",
     "float_psnr", "qat_psnr", "encode_s", "decode_s", "steps",
     "iters", "device", "threads", "seed", "target_bpp",
 )  # fmt: skip
@@ -33,11 +34,17 @@ def load_row(path: Path) -> dict | None:
         return None
 
 
-def load_rows(out_dir: str | Path) -> list[dict]:
+def is_error(row: dict) -> bool:
+    """An error row: an image that could not be read or encoded (no PSNR, bpp or file)."""
+    return bool(row.get("error"))
+
+
+def load_rows(out_dir: str | Path, errors: bool = False) -> list[dict]:
+    """The rows in ``out_dir/rows``; error rows only with ``errors``."""
     rows = []
     for p in sorted((Path(out_dir) / "rows").glob("*.json")):
         r = load_row(p)
-        if r is not None and "image" in r:
+        if r is not None and "image" in r and (errors or not is_error(r)):
             rows.append(r)
     return rows
 
@@ -47,11 +54,21 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _mean_all(xs) -> float | None:
+    """The mean, or None unless every value is there (a mean over part of the images would not
+    compare with the other columns)."""
+    xs = list(xs)
+    return None if not xs or any(x is None for x in xs) else sum(xs) / len(xs)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """CompressAI-style entries, one per setting, lists over target rates."""
+    """CompressAI-style entries, one per setting, lists over target rates (error rows left
+    out). ``psnr-rgb``: the mean of per-image PSNR; ``ms-ssim-rgb``: the mean of per-image
+    MS-SSIM (None unless every image has one), ``ms-ssim-db`` that mean in dB, as CompressAI's
+    plot tool shows it."""
     groups: dict[str, dict[float, list[dict]]] = {}
     desc: dict[str, str] = {}
-    for r in rows:
+    for r in (r for r in rows if not is_error(r)):
         groups.setdefault(r["setting"], {}).setdefault(r["target_bpp"], []).append(r)
         desc[r["setting"]] = r.get("description", r["setting"])
     out = []
@@ -59,7 +76,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         res: dict[str, list] = {
             k: []
             for k in (
-                "target_bpp", "bpp", "psnr-rgb", "psnr-of-mean-mse", "n_images",
+                "target_bpp", "bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db",
+                "psnr-of-mean-mse", "n_images",
                 "encoding_time", "decoding_time",
             )
         }  # fmt: skip
@@ -69,6 +87,9 @@ def summarize(rows: list[dict]) -> list[dict]:
             res["target_bpp"].append(tb)
             res["bpp"].append(finite(_mean(r["bpp"] for r in rs), 5))
             res["psnr-rgb"].append(finite(_mean(r["psnr"] for r in rs)))
+            ms = _mean_all(r.get("ms_ssim") for r in rs)
+            res["ms-ssim-rgb"].append(finite(ms, 6))
+            res["ms-ssim-db"].append(None if ms is None else finite(ms_ssim_db(ms)))
             res["psnr-of-mean-mse"].append(finite(psnr_from_mse(_mean(r["mse"] for r in rs))))
             res["n_images"].append(len(rs))
             res["encoding_time"].append(finite(_mean(r["encode_s"] for r in rs), 4))
@@ -82,7 +103,7 @@ def compare_table(rows: list[dict], bpp: float = COMPARE_BPP) -> tuple[list[str]
     from kancoin.eval.references import COIN, KAN_COIN, per_image_03
 
     ref = per_image_03()
-    at = [r for r in rows if abs(r["target_bpp"] - bpp) < 1e-9]
+    at = [r for r in rows if abs(r["target_bpp"] - bpp) < 1e-9 and not is_error(r)]
     settings = sorted({r["setting"] for r in at})
     images = sorted({r["image"] for r in at})
     val = {(r["image"], r["setting"]): r["psnr"] for r in at}
@@ -133,7 +154,10 @@ def markdown(header: list[str], body: list[list]) -> str:
 
 
 def write_outputs(out_dir: str | Path) -> list[dict]:
-    """results.csv/json, summary.json (+ summary/<setting>.json), compare_0.3bpp.csv/md."""
+    """results.csv/json, summary.json (+ summary/<setting>.json), compare_0.3bpp.csv/md, from
+    the good rows (error rows stay in rows/ only). ``summary.json`` lists every setting's entry;
+    each ``summary/<setting>.json`` holds one, the form CompressAI's plot tool reads
+    (``python -m compressai.utils.plot -f OUT/summary/*.json``)."""
     out = Path(out_dir)
     rows = load_rows(out)
     write_atomic(out / "results.json", (json.dumps(rows, indent=1) + "\n").encode(), force=True)
@@ -153,7 +177,8 @@ def write_outputs(out_dir: str | Path) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Per-image PSNR (bpp) per setting and rate, and the means (of per-image PSNR)."""
+    """Per-image PSNR (bpp) per setting and rate, and the means (of per-image PSNR; error rows,
+    shown as "error", left out)."""
     cols = list(dict.fromkeys((r["setting"], r["target_bpp"]) for r in rows))
     images = list(dict.fromkeys(r["image"] for r in rows))
     val = {(r["image"], r["setting"], r["target_bpp"]): r for r in rows}
@@ -163,6 +188,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'image':<{iw}}" + "".join(f"{n:>{width}}" for n in names)]
 
     def cell(r):
+        if r is not None and is_error(r):
+            return f"{'error':>{width}}"
         if r is None or r["psnr"] is None:
             return f"{'–':>{width}}"
         return f"{r['psnr']:.2f} dB {r['bpp']:.3f}".rjust(width)
@@ -172,8 +199,11 @@ def format_table(rows: list[dict]) -> str:
     means = []
     for s, b in cols:
         rs = [val[(im, s, b)] for im in images if (im, s, b) in val]
+        rs = [r for r in rs if not is_error(r)]
         p, bp = _mean(r["psnr"] for r in rs), _mean(r["bpp"] for r in rs)
         means.append(f"{'–':>{width}}" if p is None else f"{p:.2f} dB {bp:.3f}".rjust(width))
     lines.append(f"{'mean':<{iw}}" + "".join(means))
-    lines.append(f"({len(images)} images; cells: PSNR, bpp of the whole file)")
+    failed = sum(is_error(r) for r in rows)
+    errors = f", {failed} failed (error)" if failed else ""
+    lines.append(f"({len(images)} images{errors}; cells: PSNR, bpp of the whole file)")
     return "\n".join(lines)
