@@ -55,7 +55,8 @@ def decode_bytes(data: bytes) -> Decoded:
 
 
 def decode_file(src: str | Path, out: str | Path, force: bool = False) -> Decoded:
+    data = read_input(src, "kancoin file")  # a missing input is named before the output
     check_output(out, [src], force)
-    decoded = decode_bytes(read_input(src, "kancoin file"))
+    decoded = decode_bytes(data)
     write_atomic(out, png_bytes(decoded.pixels), force=force)
     return decoded

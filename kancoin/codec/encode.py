@@ -269,6 +269,8 @@ def encode_file(
 ) -> EncodeResult:
     """Check the output, read the image, plan (errors before training), encode, write.
     ``first_frame``: encode frame 0 of an image of several frames (else refused)."""
+    if not Path(src).exists():  # a missing input is named before the output
+        raise KancoinError(f"{src}: no such file")
     check_output(out, [src], force)
     pixels, notice = load_image(src, first_frame=first_frame)
     if notice and on_notice:
