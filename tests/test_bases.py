@@ -1,4 +1,4 @@
-"""Research options (issue 6): every KAN basis, node bias, LayerNorm, grid extension and LBFGS
+"""Research options: every KAN basis, node bias, LayerNorm, grid extension and LBFGS
 round-trip through a real file and decode to the PSNR the encoder reported."""
 
 from __future__ import annotations
