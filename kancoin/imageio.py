@@ -39,14 +39,7 @@ def load_image(path: str | Path, first_frame: bool = False) -> tuple[np.ndarray,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > MAX_PIXELS or w > MAX_SIDE or h > MAX_SIDE:
-                raise KancoinError(
-                    f"{path}: image is {w}x{h}; the limit is {MAX_SIDE} per side and "
-                    f"{MAX_PIXELS} pixels"
-                )
-            if w == 0 or h == 0:
-                raise KancoinError(f"{path}: image has zero size ({w}x{h})")
+            check_size(*img.size, f"{path}: ")
             frames = _frame_count(img)
             if frames > 1:
                 if not first_frame:
@@ -200,11 +193,17 @@ def check_pixels(pixels: np.ndarray) -> np.ndarray:
             f"an image array must be uint8 (H, W, 3) or (H, W, 1), got {pixels.dtype} "
             f"{tuple(pixels.shape)}"
         )
-    h, w, _ = pixels.shape
-    if h == 0 or w == 0:
-        raise KancoinError(f"image has zero size ({w}x{h})")
-    if h * w > MAX_PIXELS or w > MAX_SIDE or h > MAX_SIDE:
-        raise KancoinError(
-            f"image is {w}x{h}; the limit is {MAX_SIDE} per side and {MAX_PIXELS} pixels"
-        )
+    check_size(pixels.shape[1], pixels.shape[0])
     return np.ascontiguousarray(pixels)
+
+
+def check_size(width: int, height: int, where: str = "") -> None:
+    """KancoinError (one line, prefixed by ``where``) for an image past the size limits or
+    of zero size."""
+    if width * height > MAX_PIXELS or width > MAX_SIDE or height > MAX_SIDE:
+        raise KancoinError(
+            f"{where}image is {width}x{height}; the limit is {MAX_SIDE} per side and "
+            f"{MAX_PIXELS} pixels"
+        )
+    if width == 0 or height == 0:
+        raise KancoinError(f"{where}image has zero size ({width}x{height})")

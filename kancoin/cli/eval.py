@@ -120,7 +120,6 @@ def eval_(
         if executor is Executor.local and (address is not None or gpus_per_job or retries != 2):
             raise KancoinError("--address, --gpus-per-job and --retries need --executor ray")
         from kancoin.codec.options import EncodeOptions
-        from kancoin.eval.reports import format_table
         from kancoin.eval.runs import run_eval
 
         values = option_values(options)
@@ -150,11 +149,7 @@ def eval_(
                 })
             )  # fmt: skip
         elif not quiet:
-            typer.echo(format_table(report.rows))
-            if report.bdrate is not None:
-                from kancoin.eval.bdrate import format_bdrate
-
-                typer.echo(format_bdrate(report.bdrate), nl=False)
+            _print_tables(report)
             typer.echo(
                 f"{report.computed} computed, {report.skipped} reused; "
                 f"results in {report.out_dir}/ (results.csv, summary.json"
@@ -176,6 +171,17 @@ def eval_(
     run(body)
 
 
+def _print_tables(report) -> None:
+    """The per-image table, then the BD-rates when an anchor was given."""
+    from kancoin.eval.reports import format_table
+
+    typer.echo(format_table(report.rows))
+    if report.bdrate is not None:
+        from kancoin.eval.bdrate import format_bdrate
+
+        typer.echo(format_bdrate(report.bdrate), nl=False)
+
+
 def _check_report_only(images_dir, codec, images, shard, executor, options) -> None:
     """--report-only reads rows: an option that would choose what to encode is a mistake."""
     given = [
@@ -194,7 +200,6 @@ def _check_report_only(images_dir, codec, images, shard, executor, options) -> N
 
 
 def _report(out: Path, anchor: str | None, plots: bool, quiet: bool, json_out: bool) -> None:
-    from kancoin.eval.reports import format_table
     from kancoin.eval.runs import report_only
 
     report = report_only(out, anchor)
@@ -209,11 +214,7 @@ def _report(out: Path, anchor: str | None, plots: bool, quiet: bool, json_out: b
             })
         )  # fmt: skip
     elif not quiet:
-        typer.echo(format_table(report.rows))
-        if report.bdrate is not None:
-            from kancoin.eval.bdrate import format_bdrate
-
-            typer.echo(format_bdrate(report.bdrate), nl=False)
+        _print_tables(report)
         typer.echo(
             f"{len(report.rows)} rows; report in {report.out_dir}/ (results.csv, summary.json"
             + (", bdrate.md" if report.bdrate is not None else "")

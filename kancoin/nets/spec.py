@@ -6,6 +6,7 @@ Light on purpose (no torch): the command line and the format tables import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ class NetSpec:
         """Stored tensors in file order: (name, shape)."""
         raise NotImplementedError
 
-    @property
+    @cached_property  # rate control asks thousands of candidates (frozen: computed once)
     def n_params(self) -> int:
         """Numbers stored in the file."""
         return sum(prod(s) for _, s in self.tensor_shapes())
