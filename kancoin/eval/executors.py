@@ -130,6 +130,22 @@ def _init_ray(ray, address: str | None) -> bool:
     return True
 
 
+def check_fits(ray, gpus_per_job: float) -> None:
+    """A task of 1 CPU and ``gpus_per_job`` GPUs must fit on some live node of the cluster:
+    Ray would otherwise keep it pending for ever (a cluster that adds nodes on demand must
+    have one such node up before the run)."""
+    need = {"CPU": 1.0, "GPU": float(gpus_per_job)}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    if any(all(r.get(k, 0.0) >= v for k, v in need.items() if v > 0) for r in nodes):
+        return
+    most = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+    raise KancoinError(
+        f"--gpus-per-job {gpus_per_job:g}: no node of the Ray cluster has 1 CPU and "
+        f"{gpus_per_job:g} GPU(s) (the most GPUs on a node: {most:g}); the tasks would wait "
+        "for ever"
+    )
+
+
 def run_ray(
     todo: list,
     done: Done,
@@ -148,6 +164,12 @@ def run_ray(
     if not todo:
         return
     started = _init_ray(ray, address)
+    try:
+        check_fits(ray, gpus_per_job)
+    except KancoinError:
+        if started:
+            ray.shutdown()
+        raise
     remote = ray.remote(
         num_cpus=1, num_gpus=gpus_per_job, max_retries=retries, retry_exceptions=True,
         max_calls=0,
