@@ -121,6 +121,7 @@ app.command("decode")(codec.decode)
 app.command("info")(codec.info)
 app.command("eval")(eval_cmds.eval_)
 app.command("plot")(eval_cmds.plot)
+app.command("bdrate")(eval_cmds.bdrate)
 app.command("quant-study")(research.quant_study)
 app.command("sweep")(research.sweep)
 

@@ -1,4 +1,4 @@
-"""`kancoin eval` and `kancoin plot`: thin commands over kancoin.eval."""
+"""`kancoin eval`, `kancoin bdrate` and `kancoin plot`: thin commands over kancoin.eval."""
 
 from __future__ import annotations
 
@@ -73,10 +73,14 @@ def eval_(
     anchor: Annotated[
         str | None,
         typer.Option(
-            metavar="NAME",
-            help="Also BD-rate / BD-PSNR of every setting against NAME: a setting of the "
-            "folder or a published curve.",
+            metavar="NAME|PATH",
+            help="Also BD-rate / BD-PSNR of every setting against NAME (a setting of the "
+            "folder or a published curve) or another result set (a folder or summary JSON).",
         ),
+    ] = None,
+    anchor_setting: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="The curve of an --anchor PATH that holds several."),
     ] = None,
     keep_decoded: Annotated[
         str | None,
@@ -116,7 +120,7 @@ def eval_(
     def body():
         if report_only is not None:
             _check_report_only(images_dir, codec, images, shard, executor, options)
-            return _report(report_only, anchor, plots, quiet, json_out)
+            return _report(report_only, anchor, anchor_setting, plots, quiet, json_out)
         if executor is Executor.local and (address is not None or gpus_per_job or retries != 2):
             raise KancoinError("--address, --gpus-per-job and --retries need --executor ray")
         from kancoin.codec.options import EncodeOptions
@@ -134,7 +138,7 @@ def eval_(
             images=images, jobs=jobs, device=device,
             progress=None if quiet or json_out else err, keep_decoded=keep_decoded,
             shard=shard, executor=executor.value, address=address, gpus_per_job=gpus_per_job,
-            retries=retries, anchor=anchor,
+            retries=retries, anchor=anchor, anchor_setting=anchor_setting,
         )  # fmt: skip
         # a shard's folder holds part of the rows: the figures come with --report-only
         figures = _figures(report.out_dir, bpps[0]) if plots and report.shard is None else []
@@ -199,10 +203,13 @@ def _check_report_only(images_dir, codec, images, shard, executor, options) -> N
         )
 
 
-def _report(out: Path, anchor: str | None, plots: bool, quiet: bool, json_out: bool) -> None:
+def _report(
+    out: Path, anchor: str | None, anchor_setting: str | None, plots: bool, quiet: bool,
+    json_out: bool,
+) -> None:  # fmt: skip
     from kancoin.eval.runs import report_only
 
-    report = report_only(out, anchor)
+    report = report_only(out, anchor, anchor_setting)
     bpps = sorted({r["target_bpp"] for r in report.rows if not r.get("error")})
     bpp = 0.3 if 0.3 in bpps or not bpps else bpps[0]
     figures = _figures(report.out_dir, bpp) if plots else []
@@ -238,6 +245,11 @@ def _figures(out_dir: Path, bpp: float) -> list[Path]:
         return []
 
 
+class Metric(enum.StrEnum):
+    psnr = "psnr"
+    ms_ssim = "ms-ssim"
+
+
 def plot(
     dirs: Annotated[list[Path], typer.Argument(help="Result folders written by eval.")],
     out: Annotated[Path, typer.Option(help="Folder for the PNG/SVG figures.")] = Path("plots"),
@@ -249,15 +261,68 @@ def plot(
         typer.Option(help="Also measure Pillow baseline curves on N images (0: no)."),
     ] = 0,
     bpp: Annotated[float, typer.Option(help="Rate of the bars and crops.")] = 0.3,
+    metric: Annotated[
+        Metric,
+        typer.Option(
+            help="Quality axis: PSNR, or MS-SSIM in dB (-10·log10(1 - MS-SSIM), as CompressAI "
+            "plots it; figures rd_ms-ssim.png, ...)."
+        ),
+    ] = Metric.psnr,
     quiet: Quiet = False,
 ) -> None:
     """RD curves, per-image bars at 0.3 bpp and visual crops from eval results."""
     from kancoin.eval.plots import make_all
 
     def body():
-        written = make_all(dirs, out, image=image, live_baselines=live_baselines, bpp=bpp)
+        written = make_all(
+            dirs, out, image=image, live_baselines=live_baselines, bpp=bpp, metric=metric.value
+        )
         if not quiet:
             for p in written:
                 typer.echo(str(p))
+
+    run(body)
+
+
+def bdrate(
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RESULTS",
+            help="Result sets: folders of `kancoin eval` or summary JSON files (ours or "
+            "CompressAI's).",
+        ),
+    ],
+    anchor: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME|PATH",
+            help="The anchor: a curve of RESULTS, a published curve (C3, 'COIN (SIREN fp16)', "
+            "a unique prefix), or another result set (a folder or summary JSON).",
+        ),
+    ],
+    anchor_setting: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="The curve of an --anchor PATH that holds several."),
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """BD-rate (%) and BD-PSNR (dB) of every curve of RESULTS against an anchor (PCHIP, as in
+    the JCT-VC common test conditions), and on MS-SSIM in dB where both curves have it."""
+    from kancoin.eval import bdrate as bd
+
+    def body():
+        curves: dict = {}
+        for source in results:
+            for name, c in bd.load_curves(source).items():
+                if name in curves:  # the same setting in two result sets: say which is which
+                    name = f"{name} ({source})"
+                curves[name] = c
+        name, ref, where = bd.resolve_anchor(anchor, curves, anchor_setting)
+        doc = bd.compare(curves, name, ref, where)
+        if json_out:
+            typer.echo(json.dumps(doc))
+        else:
+            typer.echo(bd.format_bdrate(doc), nl=False)
 
     run(body)

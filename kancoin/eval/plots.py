@@ -1,8 +1,11 @@
 """Figures from `kancoin eval` result folders (matplotlib, Agg backend, imported lazily).
 
-- ``rd_plot``: PSNR (mean of per-image PSNR) against bpp for every setting in the result
-  folders, optional live Pillow baseline curves, and the published points (references).
-- ``bars_plot``: per-image PSNR at 0.3 bpp: our KAN and SIREN rows and the published bars.
+- ``rd_plot``: quality against bpp for every setting in the result folders, optional live
+  Pillow baseline curves, and the published points (references). ``metric="psnr"``: the mean
+  of per-image PSNR; ``"ms-ssim"``: the mean of per-image MS-SSIM in dB, -10·log10(1 - MS-SSIM)
+  (as CompressAI plots it; the published points have no MS-SSIM and are left out).
+- ``bars_plot``: per-image PSNR (or MS-SSIM in dB) at 0.3 bpp: our KAN and SIREN rows and the
+  published bars (PSNR only).
 - ``crops_plot``: original / KAN / SIREN / JPEG crops of one image at the same target bpp, from
   the decoded PNGs that eval keeps under ``decoded/``.
 Every figure is written as PNG and SVG.
@@ -15,6 +18,27 @@ from pathlib import Path
 import numpy as np
 
 from kancoin.errors import KancoinError
+
+METRICS = ("psnr", "ms-ssim")
+# the y axis of each metric, and the summary key / row field it plots
+AXIS = {
+    "psnr": "PSNR (dB), mean over images",
+    "ms-ssim": "MS-SSIM (dB) = −10·log10(1 − MS-SSIM), MS-SSIM the mean over images",
+}
+BAR_AXIS = {"psnr": "PSNR (dB)", "ms-ssim": "MS-SSIM (dB) = −10·log10(1 − MS-SSIM)"}
+SUMMARY_KEY = {"psnr": "psnr-rgb", "ms-ssim": "ms-ssim-db"}
+ROW_KEY = {"psnr": "psnr", "ms-ssim": "ms_ssim_db"}
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise KancoinError(f"--metric must be psnr or ms-ssim, got {metric!r}")
+    return metric
+
+
+def _suffix(metric: str) -> str:
+    """Figure names: rd.png for PSNR, rd_ms-ssim.png for MS-SSIM (both fit in one folder)."""
+    return "" if metric == "psnr" else f"_{metric}"
 
 
 def _plt():
@@ -50,52 +74,83 @@ def _rows(dirs) -> list[dict]:
 
 
 def live_baseline_curves(
-    n_images: int, bpps=(0.1, 0.2, 0.3, 0.5, 0.75), codecs=("jpeg", "webp", "jpeg2000")
+    n_images: int,
+    bpps=(0.1, 0.2, 0.3, 0.5, 0.75),
+    codecs=("jpeg", "webp", "jpeg2000"),
+    metric: str = "psnr",
 ) -> dict[str, list[tuple[float, float]]]:
-    """Measure Pillow baselines now on the first n default images: {codec: [(bpp, psnr)]}."""
+    """Measure Pillow baselines now on the first n default images: {codec: [(bpp, quality)]},
+    quality the mean PSNR, or the mean MS-SSIM in dB (``metric="ms-ssim"``)."""
     from kancoin.eval.baselines import available, compress
     from kancoin.eval.runs import list_images
     from kancoin.imageio import load_image
+    from kancoin.metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db
 
     pixels = [load_image(p)[0] for p in list_images(None, n_images)]
+    if metric == "ms-ssim" and min(min(px.shape[:2]) for px in pixels) < MS_SSIM_MIN_SIDE:
+        raise KancoinError(f"--live-baselines: MS-SSIM needs images of {MS_SSIM_MIN_SIDE} "
+                           "pixels a side or more")  # fmt: skip
     out = {}
     for c in codecs:
         if not available(c):
             continue
         pts = []
         for b in bpps:
-            rs = [compress(px, c, b) for px in pixels]
-            pts.append((float(np.mean([r.bpp for r in rs])), float(np.mean([r.psnr for r in rs]))))
+            rs = [(px, compress(px, c, b)) for px in pixels]
+            if metric == "ms-ssim":
+                q = ms_ssim_db(float(np.mean([ms_ssim(r.pixels, px) for px, r in rs])))
+            else:
+                q = float(np.mean([r.psnr for _, r in rs]))
+            pts.append((float(np.mean([r.bpp for _, r in rs])), q))
         out[f"{c} (live, {len(pixels)} images)"] = pts
     return out
 
 
-def rd_plot(dirs, out_dir: Path, live: dict | None = None, published: bool = True) -> list[Path]:
+def rd_plot(
+    dirs, out_dir: Path, live: dict | None = None, published: bool = True, metric: str = "psnr"
+) -> list[Path]:
+    """The RD figure of ``metric`` (``psnr`` or ``ms-ssim``, in dB). A setting without the
+    metric at every rate (MS-SSIM: images under 161 pixels a side) is left out; none with it
+    is an error."""
     from kancoin.eval.references import rd_points
     from kancoin.eval.reports import summarize
 
+    check_metric(metric)
+    key = SUMMARY_KEY[metric]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
+    drawn = 0
     for d in dirs:
         for e in summarize(load_rows_dir(d)):
             r = e["results"]
+            ys = r.get(key)
+            if metric != "psnr" and (not ys or any(y is None for y in ys)):
+                continue
             label = e["name"] if len(dirs) == 1 else f"{e['name']} ({Path(d).name})"
             label += f" [{r['n_images'][-1]} img]"
-            ax.plot(r["bpp"], r["psnr-rgb"], "o-", label=label)
+            ax.plot(r["bpp"], ys, "o-", label=label)
+            drawn += 1
+    if not drawn and metric != "psnr":
+        plt.close(fig)
+        raise KancoinError(
+            "no setting has MS-SSIM at every rate in these folders (MS-SSIM needs images of "
+            "161 pixels a side or more)"
+        )
     for name, pts in (live or {}).items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label=name, alpha=0.8)
-    if published:
+    if published and metric == "psnr":
         for name, pts in rd_points().items():
             ax.plot(
                 [p["bpp"] for p in pts], [p["psnr"] for p in pts], "x:", label=f"{name} (pub.)",
                 alpha=0.6,
             )  # fmt: skip
     ax.set_xlabel("bits per pixel (whole file)")
-    ax.set_ylabel("PSNR (dB), mean over images")
-    ax.set_title("Rate-distortion on Kodak")
+    ax.set_ylabel(AXIS[metric])
+    title = "Rate-distortion on Kodak" if metric == "psnr" else "Rate-distortion (MS-SSIM)"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower right")
-    paths = _save(fig, out_dir / "rd")
+    paths = _save(fig, out_dir / f"rd{_suffix(metric)}")
     plt.close(fig)
     return paths
 
@@ -104,22 +159,26 @@ def load_rows_dir(d) -> list[dict]:
     return _rows([d])
 
 
-def bars_plot(dirs, out_dir: Path, bpp: float = 0.3) -> list[Path]:
+def bars_plot(dirs, out_dir: Path, bpp: float = 0.3, metric: str = "psnr") -> list[Path]:
     from kancoin.eval.references import PER_IMAGE_LABELS, per_image_03
 
+    check_metric(metric)
+    key = ROW_KEY[metric]
     plt = _plt()
     rows = [
         r
         for r in _rows(dirs)
         if abs(r["target_bpp"] - bpp) < 1e-9 and r.get("arch") in ("kan", "siren")
     ]
-    ref = per_image_03()
+    ref = per_image_03() if metric == "psnr" else {}  # published bars: PSNR only
     images = sorted({r["image"] for r in rows} or ref)
     series: dict[str, dict[str, float]] = {}
     for r in rows:
-        series.setdefault(f"ours: {r['setting']}", {})[r["image"]] = r["psnr"]
+        if r.get(key) is not None:
+            series.setdefault(f"ours: {r['setting']}", {})[r["image"]] = r[key]
     for col, label in PER_IMAGE_LABELS.items():
-        series[label] = {im: ref[im][col] for im in images if col in ref.get(im, {})}
+        if ref:
+            series[label] = {im: ref[im][col] for im in images if col in ref.get(im, {})}
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(images) + 3), 4.5))
     x = np.arange(len(images))
     wbar = 0.8 / max(1, len(series))
@@ -127,19 +186,25 @@ def bars_plot(dirs, out_dir: Path, bpp: float = 0.3) -> list[Path]:
         ys = [vals.get(im, np.nan) for im in images]
         ax.bar(x + (i - (len(series) - 1) / 2) * wbar, ys, wbar, label=label)
     ax.set_xticks(x, images, rotation=60, fontsize=7)
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"Per-image PSNR at {bpp:g} bpp")
+    ax.set_ylabel(BAR_AXIS[metric])
+    ax.set_title(f"Per-image {'PSNR' if metric == 'psnr' else 'MS-SSIM'} at {bpp:g} bpp")
     lo = min((v for s in series.values() for v in s.values() if v is not None), default=0)
     ax.set_ylim(max(0, lo - 3), None)
-    ax.legend(fontsize=7)
+    if series:
+        ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    paths = _save(fig, out_dir / f"bars_{bpp:g}bpp")
+    paths = _save(fig, out_dir / f"bars{_suffix(metric)}_{bpp:g}bpp")
     plt.close(fig)
     return paths
 
 
 def crops_plot(
-    dirs, out_dir: Path, image: str | None = None, bpp: float = 0.3, size: int = 192
+    dirs,
+    out_dir: Path,
+    image: str | None = None,
+    bpp: float = 0.3,
+    size: int = 192,
+    metric: str = "psnr",
 ) -> list[Path]:
     from PIL import Image
 
@@ -171,31 +236,41 @@ def crops_plot(
     for k in order:
         p, r, _ = found[k]
         px = np.asarray(Image.open(p).convert("RGB"))
-        panels.append((f"{k}: {r['psnr']:.2f} dB, {r['bpp']:.3f} bpp", px))
+        q = r.get(ROW_KEY[metric])
+        what = "–" if q is None else f"{q:.2f} dB"
+        what += "" if metric == "psnr" else " MS-SSIM"
+        panels.append((f"{k}: {what}, {r['bpp']:.3f} bpp", px))
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
     for ax, (title, px) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(px[y0 : y0 + s, x0 : x0 + s].squeeze(), cmap="gray" if px.shape[2] == 1 else None)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{image}, target {bpp:g} bpp (centre crop {s}×{s})", fontsize=9)
-    paths = _save(fig, out_dir / f"crops_{image}_{bpp:g}bpp")
+    paths = _save(fig, out_dir / f"crops{_suffix(metric)}_{image}_{bpp:g}bpp")
     plt.close(fig)
     return paths
 
 
 def make_all(
-    dirs, out_dir, image: str | None = None, live_baselines: int = 0, bpp: float = 0.3
+    dirs,
+    out_dir,
+    image: str | None = None,
+    live_baselines: int = 0,
+    bpp: float = 0.3,
+    metric: str = "psnr",
 ) -> list[Path]:
+    """The RD, bars and crops figures of ``metric`` (``psnr`` or ``ms-ssim``)."""
+    check_metric(metric)
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise KancoinError("give at least one result folder")
     _rows(dirs)  # check the folders first
     out_dir = Path(out_dir)
-    live = live_baseline_curves(live_baselines) if live_baselines > 0 else None
-    written = rd_plot(dirs, out_dir, live)
-    written += bars_plot(dirs, out_dir, bpp)
+    live = live_baseline_curves(live_baselines, metric=metric) if live_baselines > 0 else None
+    written = rd_plot(dirs, out_dir, live, metric=metric)
+    written += bars_plot(dirs, out_dir, bpp, metric=metric)
     try:
-        written += crops_plot(dirs, out_dir, image, bpp)
+        written += crops_plot(dirs, out_dir, image, bpp, metric=metric)
     except KancoinError:
         if image:
             raise

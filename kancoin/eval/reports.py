@@ -64,8 +64,10 @@ def _mean_all(xs) -> float | None:
 def summarize(rows: list[dict]) -> list[dict]:
     """CompressAI-style entries, one per setting, lists over target rates (error rows left
     out). ``psnr-rgb``: the mean of per-image PSNR; ``ms-ssim-rgb``: the mean of per-image
-    MS-SSIM (None unless every image has one), ``ms-ssim-db`` that mean in dB, as CompressAI's
-    plot tool shows it."""
+    MS-SSIM, ``ms-ssim-db`` that mean in dB, as CompressAI's plot tool shows it. The two
+    MS-SSIM lists are there only where every image at every rate has an MS-SSIM (none under 161
+    pixels a side): CompressAI's plot tool cannot read a null, and says a missing metric is
+    not available."""
     groups: dict[str, dict[float, list[dict]]] = {}
     desc: dict[str, str] = {}
     for r in (r for r in rows if not is_error(r)):
@@ -94,6 +96,8 @@ def summarize(rows: list[dict]) -> list[dict]:
             res["n_images"].append(len(rs))
             res["encoding_time"].append(finite(_mean(r["encode_s"] for r in rs), 4))
             res["decoding_time"].append(finite(_mean(r["decode_s"] for r in rs), 4))
+        if any(v is None for v in res["ms-ssim-rgb"]):
+            del res["ms-ssim-rgb"], res["ms-ssim-db"]
         out.append({"name": name, "description": desc[name], "results": res})
     return out
 

@@ -306,12 +306,15 @@ def run_eval(
     gpus_per_job: float = 0.0,
     retries: int = 2,
     anchor: str | None = None,
+    anchor_setting: str | None = None,
 ) -> EvalReport:
     """Evaluate every image × setting (see the module docstring); returns this run's rows.
     ``options``: the encoder's options (``EncodeOptions``) for every network setting (bpp and
     arch replaced). ``executor``: ``local`` (``jobs`` processes) or ``ray`` (one task per pair on
     the cluster at ``address``, ``gpus_per_job`` GPUs each, ``retries`` retries of a task that
-    crashed). ``anchor``: also the BD-rates of every setting against this curve."""
+    crashed). ``anchor``: also the BD-rates of every setting against this curve (a setting, a
+    published curve, or a path to another result set, ``anchor_setting`` picking one of its
+    curves), checked before any work."""
     from kancoin import __version__
     from kancoin.eval import executors
 
@@ -334,6 +337,11 @@ def run_eval(
         (out / "rows").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise KancoinError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    if anchor:
+        from kancoin.eval.bdrate import check_anchor
+
+        here = {r["setting"] for r in load_rows(out)} if (out / "rows").is_dir() else set()
+        check_anchor(anchor, [s.name for s in settings] + sorted(here), anchor_setting)
     pairs = [(p, s) for p in paths for s in settings]
     total = len(pairs)
     if shard is not None:
@@ -390,7 +398,7 @@ def run_eval(
     if anchor:
         from kancoin.eval.bdrate import write_bdrate
 
-        report.bdrate = write_bdrate(out, summary, anchor)
+        report.bdrate = write_bdrate(out, summary, anchor, anchor_setting)
     return report
 
 
@@ -406,7 +414,9 @@ class FolderReport:
         return [r for r in self.rows if r.get("error")]
 
 
-def report_only(out_dir: str | Path, anchor: str | None = None) -> FolderReport:
+def report_only(
+    out_dir: str | Path, anchor: str | None = None, anchor_setting: str | None = None
+) -> FolderReport:
     """The report of the rows already in ``out_dir`` (every shard's), without encoding
     anything: results.csv/json, the summaries, the comparison, and the BD-rates with
     ``anchor``."""
@@ -421,7 +431,7 @@ def report_only(out_dir: str | Path, anchor: str | None = None) -> FolderReport:
     if anchor:
         from kancoin.eval.bdrate import write_bdrate
 
-        report.bdrate = write_bdrate(out, summary, anchor)
+        report.bdrate = write_bdrate(out, summary, anchor, anchor_setting)
     return report
 
 
