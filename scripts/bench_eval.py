@@ -11,7 +11,8 @@ It checks that every way computes the same rows (PSNR, MS-SSIM, bpp and the file
 
 Every eval is its own ``python -m kancoin eval`` process into a fresh folder, timed from start
 to exit as a user sees it (interpreter and library start-up, and for Ray the cluster's start,
-included). Images: the centre ``--crop`` x ``--crop`` pixels of the first ``--n`` images of
+included), after an untimed warm-up encode (numba compiles its kernels once per checkout and
+caches them). Images: the centre ``--crop`` x ``--crop`` pixels of the first ``--n`` images of
 ``--images`` (default: $KANCOIN_KODAK, else ../shared/data/kodak next to the repository);
 161 pixels a side or more, so that MS-SSIM is computed too. Prints a Markdown table, the machine
 and the load average before and after (the timings are only as quiet as the machine).
@@ -163,6 +164,9 @@ def main() -> None:
               "--keep-decoded", "none"]  # fmt: skip
     net = [*common, "--arch", "kan", "--iters", str(a.iters), "--batch-size", str(a.batch_size)]
     noop = [*common, "--codec", "webp"]
+    # warm-up, untimed: numba compiles the kernels once and caches them next to the source
+    _eval([*net[:1], "--bpp", "2", "--device", "cpu", "--no-plots", "--quiet", "--images", "1",
+           "--iters", "5", "--out", str(work / "warm-up")])  # fmt: skip
     load0 = os.getloadavg()
     times: dict[str, float] = {}
     folders: dict[str, Path] = {}
