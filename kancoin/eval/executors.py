@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from kancoin.errors import KancoinError
 
@@ -130,7 +131,7 @@ def _init_ray(ray, address: str | None) -> bool:
     return True
 
 
-def check_fits(ray, gpus_per_job: float) -> None:
+def check_fits(ray: Any, gpus_per_job: float) -> None:
     """A task of 1 CPU and ``gpus_per_job`` GPUs must fit on some live node of the cluster:
     Ray would otherwise keep it pending for ever (a cluster that adds nodes on demand must
     have one such node up before the run)."""

@@ -13,12 +13,14 @@ Every figure is written as PNG and SVG.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from kancoin.errors import KancoinError
 
+Dirs = Sequence[str | Path]  # result folders of `kancoin eval`
 METRICS = ("psnr", "ms-ssim")
 # the y axis of each metric, and the summary key / row field it plots
 AXIS = {
@@ -75,8 +77,8 @@ def _rows(dirs) -> list[dict]:
 
 def live_baseline_curves(
     n_images: int,
-    bpps=(0.1, 0.2, 0.3, 0.5, 0.75),
-    codecs=("jpeg", "webp", "jpeg2000"),
+    bpps: Iterable[float] = (0.1, 0.2, 0.3, 0.5, 0.75),
+    codecs: Iterable[str] = ("jpeg", "webp", "jpeg2000"),
     metric: str = "psnr",
 ) -> dict[str, list[tuple[float, float]]]:
     """Measure Pillow baselines now on the first n default images: {codec: [(bpp, quality)]},
@@ -107,7 +109,11 @@ def live_baseline_curves(
 
 
 def rd_plot(
-    dirs, out_dir: Path, live: dict | None = None, published: bool = True, metric: str = "psnr"
+    dirs: Dirs,
+    out_dir: Path,
+    live: dict | None = None,
+    published: bool = True,
+    metric: str = "psnr",
 ) -> list[Path]:
     """The RD figure of ``metric`` (``psnr`` or ``ms-ssim``, in dB). A setting without the
     metric at every rate (MS-SSIM: images under 161 pixels a side) is left out; none with it
@@ -155,11 +161,11 @@ def rd_plot(
     return paths
 
 
-def load_rows_dir(d) -> list[dict]:
+def load_rows_dir(d: str | Path) -> list[dict]:
     return _rows([d])
 
 
-def bars_plot(dirs, out_dir: Path, bpp: float = 0.3, metric: str = "psnr") -> list[Path]:
+def bars_plot(dirs: Dirs, out_dir: Path, bpp: float = 0.3, metric: str = "psnr") -> list[Path]:
     from kancoin.eval.references import PER_IMAGE_LABELS, per_image_03
 
     check_metric(metric)
@@ -199,7 +205,7 @@ def bars_plot(dirs, out_dir: Path, bpp: float = 0.3, metric: str = "psnr") -> li
 
 
 def crops_plot(
-    dirs,
+    dirs: Dirs,
     out_dir: Path,
     image: str | None = None,
     bpp: float = 0.3,
@@ -252,8 +258,8 @@ def crops_plot(
 
 
 def make_all(
-    dirs,
-    out_dir,
+    dirs: Dirs,
+    out_dir: str | Path,
     image: str | None = None,
     live_baselines: int = 0,
     bpp: float = 0.3,
