@@ -68,7 +68,11 @@ def _kan(
 
 def _largest(make, size, cap: int, top: int) -> int:
     """Largest n in 1..top with size(make(n)) <= cap (0 if even 1 does not fit)."""
-    lo, hi = 0, top
+    # Where even 1 does not fit (most candidates of a small budget: rate control tries
+    # hundreds of widths), one size instead of a bisection's log2(top) to the same 0.
+    if top < 1 or size(make(1)) > cap:
+        return 0
+    lo, hi = 1, top
     while lo < hi:  # file size grows with n: bisect
         mid = (lo + hi + 1) // 2
         if size(make(mid)) <= cap:
