@@ -495,27 +495,37 @@ def test_cubic_kernels_refuse_mismatched_shapes() -> None:
     """The kernels index without bounds checks, so shapes that would overrun them raise."""
     from kancoin.nets.kan import kernels_decode, kernels_train
 
+    # C-contiguous arrays only, as the layers pass them: a strided view would compile (and
+    # check) another specialisation of each kernel, not the one that runs
     x = np.zeros((10, 3), np.float32)
     table = np.zeros((3, 14, 5, 4), np.float32)
     parts = np.zeros((1, 3, 14, 5, 4), np.float32)
     wide_gy = np.zeros((10, 5), np.float32)  # more columns than the table
+    gy = np.zeros((10, 4), np.float32)
     with pytest.raises(ValueError):
         kernels_train.kan_backward_cubic(
             x, x + 1, wide_gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
         )
     with pytest.raises(ValueError):  # output block wider than the table
         kernels_train.kan_backward_cubic(
-            x, x + 1, wide_gy[:, :4], table, -1.0, 5.0, x.copy(), parts, True,
-            (np.float32(0),) * 8,
-        )  # fmt: skip
+            x, x + 1, gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 8
+        )
     with pytest.raises(ValueError):
         kernels_decode.kan_forward_cubic(x, table, -1.0, 5.0, wide_gy, 1)
     with pytest.raises(ValueError):
         kernels_train.kan_forward_cubic_train(x, table, -1.0, 5.0, wide_gy, 1, x.copy())
     with pytest.raises(ValueError):  # training needs den (N, I): no (0, 0) "decoding" den
         kernels_train.kan_forward_cubic_train(
-            x, table, -1.0, 5.0, wide_gy[:, :4], 1, np.zeros((0, 0), np.float32)
+            x, table, -1.0, 5.0, gy, 1, np.zeros((0, 0), np.float32)
         )
+    # and the same kernels accept matching shapes (the checks refuse only what overruns)
+    y = np.zeros((10, 4), np.float32)
+    den = np.zeros((10, 3), np.float32)
+    kernels_train.kan_forward_cubic_train(x, table, -1.0, 5.0, y, 1, den)
+    assert np.allclose(den, 2.0)  # 1 + exp(-0)
+    kernels_train.kan_backward_cubic(
+        x, den, gy, table, -1.0, 5.0, x.copy(), parts, True, (np.float32(0),) * 4
+    )
 
 
 @pytest.mark.parametrize("k", [2, 3])
