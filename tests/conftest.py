@@ -1,7 +1,9 @@
-"""Shared fixtures: small real images cut from the bundled Kodak sample."""
+"""Shared fixtures: small real images cut from the bundled Kodak sample, and one real encode
+through the command line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,25 @@ def small_png(tmp_path: Path) -> Path:
     path = tmp_path / "small.png"
     Image.fromarray(crop(40, 56)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def encoded(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """One real `kancoin encode` (in this process) of a 40x56 crop, shared by the tests that
+    need a file the command line wrote: (the PNG, the .kc file, the --json report). Read it,
+    never change it."""
+    from typer.testing import CliRunner
+
+    from kancoin.cli import app
+
+    d = tmp_path_factory.mktemp("e2e")
+    img = d / "small.png"
+    Image.fromarray(crop(40, 56)).save(img)
+    out = d / "small.kc"
+    args = ["--bpp", "4", "--iters", "100", "--threads", "1", "--json", "--device", "cpu"]
+    res = CliRunner().invoke(app, ["encode", str(img), str(out), *args])
+    assert res.exit_code == 0, res.stderr
+    return img, out, json.loads(res.stdout)
 
 
 def reference_decode(data: bytes) -> np.ndarray:

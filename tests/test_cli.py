@@ -1,5 +1,6 @@
-"""The `kancoin` command line through real files: in-process with Typer's runner, plus a few
-real-process runs (`python -m kancoin`) for what only a real process shows."""
+"""The `kancoin` command line through real files: in-process with Typer's runner, plus a
+real-process run (`python -m kancoin`) of its error path. The shared encode is conftest's
+``encoded``; the fresh-process decode of its file is in test_layout."""
 
 from __future__ import annotations
 
@@ -56,24 +57,14 @@ def assert_clean_error(proc, pattern: str, code: int | None = None) -> None:
     assert pattern.lower() in lines[0].lower(), lines[0]
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """One real encode of a 40x56 crop, shared by the tests below."""
-    d = tmp_path_factory.mktemp("e2e")
-    img = d / "small.png"
-    Image.fromarray(crop(40, 56)).save(img)
-    out = d / "small.kc"
-    proc = run("encode", img, out, "--bpp", "4", "--iters", "300", "--json", "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
-    return img, out, json.loads(proc.stdout)
-
-
-def test_encode_reports_the_file_it_wrote(encoded) -> None:
+def test_encode_reports_the_file_it_wrote(encoded, tmp_path: Path) -> None:
+    """The shared encode (conftest ``encoded``: 40x56, --bpp 4, --iters 100, --threads 1)."""
     img, out, rep = encoded
     size = out.stat().st_size
     assert rep["file_bytes"] == size
     assert rep["bpp"] == pytest.approx(8 * size / (40 * 56)) and rep["bpp"] <= 4.0
     assert rep["arch"] == "kan" and rep["device"] == "cpu" and rep["coding"] == "range"
+    assert rep["steps"] == 100 and rep["threads"] == 1
     assert 2 <= rep["bits"] <= 16
     for key in ("psnr", "params", "architecture", "encode_seconds", "steps"):
         assert key in rep
@@ -83,23 +74,13 @@ def test_encode_reports_the_file_it_wrote(encoded) -> None:
     assert psnr(reference_decode(out.read_bytes()), original) == pytest.approx(
         rep["psnr"], abs=0.05
     )
-
-
-def test_decode_in_a_fresh_process_gives_the_reported_psnr(encoded, tmp_path: Path) -> None:
-    """`python -m kancoin decode` in its own process gives the pixels this process decodes, and
-    exactly the PSNR the encoder reported."""
-    img, kc, rep = encoded
-    out = tmp_path / "dec.png"
-    proc = run_process("decode", kc, out)
-    assert proc.returncode == 0, proc.stderr
-    dec = Image.open(out)
-    assert dec.mode == "RGB" and dec.size == (56, 40)
-    here = tmp_path / "here.png"
-    assert run("decode", kc, here).returncode == 0
-    a, b = np.asarray(dec), np.asarray(Image.open(here))
-    assert np.array_equal(a, b)
-    measured = psnr(a, np.asarray(Image.open(img).convert("RGB")))
-    assert measured == pytest.approx(rep["psnr"], abs=1e-4)  # rep rounds to 4 decimals
+    # and `kancoin decode` writes pixels of exactly that PSNR (a fresh process's decode gives
+    # the same pixels: test_layout.test_a_fresh_process_decodes_loading_no_training_code)
+    dec = tmp_path / "dec.png"
+    assert run("decode", out, dec).returncode == 0
+    pixels = Image.open(dec)
+    assert pixels.mode == "RGB" and pixels.size == (56, 40)
+    assert psnr(np.asarray(pixels), original) == pytest.approx(rep["psnr"], abs=1e-4)
 
 
 def test_info(encoded) -> None:
@@ -119,7 +100,8 @@ def test_fixed_coding_uses_exactly_the_requested_bits(tmp_path: Path) -> None:
     img = tmp_path / "s.png"
     Image.fromarray(crop(24, 32)).save(img)
     out = tmp_path / "s.kc"
-    args = ("--bpp", "4", "--iters", "20", "--json", "--device", "cpu", "--coding", "fixed")
+    args = ("--bpp", "4", "--iters", "20", "--json", "--device", "cpu", "--coding", "fixed",
+            "--threads", "1")  # fmt: skip
     proc = run("encode", img, out, *args, "--bits", "7")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
@@ -134,7 +116,8 @@ def test_every_encoder_option_reaches_the_encoder(tmp_path: Path) -> None:
     out = tmp_path / "s.kc"
     proc = run(
         "encode", img, out, "--bpp", "6", "--iters", "20", "--json", "--device", "cpu",
-        "--basis", "rsf", "--node-bias", "--width", "6", "--depth", "2", "--qat", "0",
+        "--threads", "1", "--basis", "rsf", "--node-bias", "--width", "6", "--depth", "2",
+        "--qat", "0",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
@@ -147,11 +130,12 @@ def test_greyscale_stays_one_channel_and_rgba_is_converted(tmp_path: Path) -> No
     Image.fromarray(crop(24, 24)[..., 1]).save(grey)
     rgba = tmp_path / "a.png"
     Image.fromarray(crop(24, 24)).convert("RGBA").save(rgba)
-    p = run("encode", grey, tmp_path / "g.kc", "--bpp", "8", "--iters", "20", "-q")
+    fast = ("--bpp", "8", "--iters", "20", "--threads", "1")
+    p = run("encode", grey, tmp_path / "g.kc", *fast, "-q")
     assert p.returncode == 0, p.stderr
     assert run("decode", tmp_path / "g.kc", tmp_path / "g2.png").returncode == 0
     assert Image.open(tmp_path / "g2.png").mode == "L"
-    p = run("encode", rgba, tmp_path / "a.kc", "--bpp", "8", "--iters", "20")
+    p = run("encode", rgba, tmp_path / "a.kc", *fast)
     assert p.returncode == 0 and "RGBA image converted to 8-bit RGB" in p.stderr
 
 

@@ -118,7 +118,7 @@ def test_no_architecture_checks_outside_the_registry() -> None:
     assert not bad, bad
 
 
-_ISOLATION = """
+_FRESH = """
 import json, sys
 import kancoin
 light = sorted(m for m in ("torch", "numba") if m in sys.modules)
@@ -128,21 +128,40 @@ training = ("kancoin.codec.fit", "kancoin.codec.qat", "kancoin.codec.ratecontrol
             "kancoin.nets.kan.kernels_train", "kancoin.nets.kan.sizing", "kancoin.eval",
             "kancoin.research", "kancoin.cli")
 loaded = sorted(m for m in sys.modules if m.startswith(training))
-print(json.dumps({"light": light, "loaded": loaded, "shape": list(pixels.shape)}))
+import numpy as np
+np.save(sys.argv[3], pixels)
+print(json.dumps({"light": light, "loaded": loaded}), flush=True)
+# then, in the same fresh process, what `python -m kancoin decode IN OUT` runs
+from kancoin.cli import main
+sys.argv = ["kancoin", "decode", sys.argv[1], sys.argv[2]]
+main()
 """
 
 
-def test_decoder_imports_no_training_code() -> None:
-    """In a fresh process: importing kancoin loads neither torch nor numba, and decoding a file
-    loads no fitting, QAT, rate control, training kernels, eval or CLI module."""
-    golden = ROOT / "tests" / "golden" / "tiny.kc"
+def test_a_fresh_process_decodes_loading_no_training_code(encoded, tmp_path: Path) -> None:
+    """In a fresh process: importing kancoin loads neither torch nor numba; decoding a file
+    (the shared encode of conftest) loads no fitting, QAT, rate control, training kernels,
+    eval or CLI module; and that process's decode and its command line's `kancoin decode` give
+    the pixels this process decodes, of exactly the PSNR the encoder reported."""
+    from PIL import Image
+
+    img, kc, rep = encoded
+    png, npy = tmp_path / "dec.png", tmp_path / "dec.npy"
     proc = subprocess.run(
-        [sys.executable, "-c", _ISOLATION, str(golden)], capture_output=True, text=True,
-        timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-c", _FRESH, str(kc), str(png), str(npy)], capture_output=True,
+        text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["light"] == [] and out["loaded"] == [] and out["shape"] == [24, 32, 3]
+    out = json.loads(proc.stdout.splitlines()[0])
+    assert out["light"] == [] and out["loaded"] == []
+    here = kancoin.decode(kc.read_bytes())
+    assert here.shape == (40, 56, 3)
+    assert np.array_equal(np.load(npy), here)
+    dec = Image.open(png)
+    assert dec.mode == "RGB" and dec.size == (56, 40)
+    assert np.array_equal(np.asarray(dec), here)
+    original = np.asarray(Image.open(img).convert("RGB"))
+    assert psnr(here, original) == pytest.approx(rep["psnr"], abs=1e-4)  # rep: 4 decimals
 
 
 def test_field_table_in_the_docs_is_generated() -> None:
