@@ -108,8 +108,9 @@ def test_images_subset_and_errors(images_dir):
 
 
 def test_settings_key_on_every_option_but_where_it_runs():
-    def setting(**kw):
-        (s,) = evaluate.make_settings([0.3], ["kan"], [], EncodeOptions(iters=20, **kw), "cpu")
+    def setting(arch="kan", **kw):
+        opts = EncodeOptions(iters=20, arch=arch, **kw)
+        (s,) = evaluate.make_settings([0.3], [arch], [], opts, "cpu")
         return s
 
     base = setting()
@@ -121,13 +122,18 @@ def test_settings_key_on_every_option_but_where_it_runs():
         optimizer="lbfgs", bit_alloc="tensor", qat=0.2, qat_lr=0.05, coding="fixed",
         compile="default",
     )  # fmt: skip
-    assert set(changes) | {"bpp", "arch", "iters"} == RESULT_OPTIONS
+    latent_changes = dict(lmbda=0.01, levels=5)  # the latent family's own options
+    assert set(changes) | set(latent_changes) | {"bpp", "arch", "iters"} == RESULT_OPTIONS
     names, keys = [base.name], [base.key()]
-    for k, v in changes.items():
-        s = setting(**{k: v})
-        assert s.key()["options"][k] == v, k
-        keys.append(s.key())
-        names.append(s.name)
+    latent = setting("latent")
+    names.append(latent.name)
+    keys.append(latent.key())
+    for arch, kw in (("kan", changes), ("latent", latent_changes)):
+        for k, v in kw.items():
+            s = setting(arch, **{k: v})
+            assert s.key()["options"][k] == v, k
+            keys.append(s.key())
+            names.append(s.name)
     assert all(keys.count(k) == 1 for k in keys)  # each option changes the key
     assert len(set(names)) == len(names)  # ... and the name: one row file each
     assert setting(threads=1).key() == base.key() and setting(threads=1).name == base.name

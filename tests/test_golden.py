@@ -2,17 +2,20 @@
 
 tests/golden/ holds, per format version, a file and the PNG it must decode to, exactly:
 
-- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 5), range-coded, written by
-  the default encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
-  data/kodim23.png. If the format or the decoder changes on purpose, regenerate both with
+- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 6), range-coded, written by
+  the KAN encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
+  data/kodim23.png; ``tiny_latent.kc`` / ``tiny_latent_decoded.png``: the same crop, 40x48,
+  by the latent encoder. If the format or the decoder changes on purpose, regenerate them with
 
       KANCOIN_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 
-  and say why in the commit. The decoded PNG is also checked against an independent decode
-  (tests/conftest.py ``reference_decode``), so a regeneration cannot pin a wrong decode.
+  and say why in the commit. The decoded PNGs are also checked against independent decodes
+  (tests/conftest.py ``reference_decode``, tests/test_latent.py ``latent_reference_decode``),
+  so a regeneration cannot pin a wrong decode.
 - ``tiny_v1.kc`` (kancoin 0.1: fixed-width payload), ``tiny_v2.kc`` (0.2: range-coded),
-  ``tiny_v3.kc`` (0.3: one grid for every layer) and ``tiny_v4.kc`` (0.4: a first-layer grid
-  of its own, 16 intervals; a 1-bit entropy-model field), each with its ``_decoded.png``: older
+  ``tiny_v3.kc`` (0.3: one grid for every layer), ``tiny_v4.kc`` (0.4: a first-layer grid
+  of its own, 16 intervals; a 1-bit entropy-model field) and ``tiny_v5.kc`` (a 4-bit
+  entropy-model field), each with its ``_decoded.png``: older
   versions, never regenerated: files users already have must keep decoding to the same pixels.
 """
 
@@ -35,6 +38,7 @@ from .conftest import crop, reference_decode
 
 GOLDEN = Path(__file__).parent / "golden"
 CURRENT = GOLDEN / "tiny.kc", GOLDEN / "tiny_decoded.png"
+LATENT = GOLDEN / "tiny_latent.kc", GOLDEN / "tiny_latent_decoded.png"
 
 
 def _png(path: Path) -> np.ndarray:
@@ -50,7 +54,7 @@ def test_golden_decode_is_pinned() -> None:
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (24, 32, 3)
-    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 5
+    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 6
     spec = decoded.header.spec
     assert spec.basis == "bspline" and spec.first_grid_size == 16 and spec.grid_size != 16
     assert np.array_equal(decoded.pixels, _png(png))
@@ -66,7 +70,24 @@ def test_golden_png_is_the_independent_decode() -> None:
     assert np.count_nonzero(diff) <= 5  # a level at a handful of the 24 x 32 x 3 values
 
 
-@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1), (4, 1)])
+def test_latent_golden_decode_is_pinned() -> None:
+    from .test_latent import latent_reference_decode
+
+    kc, png = LATENT
+    if os.environ.get("KANCOIN_REGEN_GOLDEN"):
+        opts = EncodeOptions(arch="latent", bpp=4.0, iters=300, batch_size=24 * 24, device="cpu")
+        res = encode_pixels(crop(40, 48), opts)
+        kc.write_bytes(res.data)
+        png.write_bytes(png_bytes(res.decoded.pixels))
+    decoded = decode_bytes(kc.read_bytes())
+    assert decoded.pixels.shape == (40, 48, 3) and decoded.header.version == VERSION
+    assert decoded.header.spec.arch == "latent"
+    assert np.array_equal(decoded.pixels, _png(png))
+    diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 5
+
+
+@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1)])
 def test_older_versions_still_decode(version: int, coding: int) -> None:
     decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
     expected = _png(GOLDEN / f"tiny_v{version}_decoded.png")
@@ -75,7 +96,7 @@ def test_older_versions_still_decode(version: int, coding: int) -> None:
     assert spec.basis == "bspline" and not spec.node_bias
     if version < 4:  # before 4: one grid for all layers
         assert spec.first_grid_size == spec.grid_size
-    else:  # 4: the first layer's own grid, in a 1-bit e_model file
+    else:  # 4 and 5: the first layer's own grid
         assert spec.first_grid_size == 16 and spec.grid_size != 16
     if coding == 0:  # before 2: every tensor at the header's bits
         assert decoded.header.tensor_bits == [decoded.header.bits] * len(spec.tensor_shapes())

@@ -17,7 +17,8 @@ from kancoin.errors import KancoinError
 EVAL_OPTIONS = (
     "bpp", "arch", "bits", "effort", "iters", "batch_size", "lr", "seed", "device", "width",
     "depth", "grid_size", "spline_order", "first_grid_size", "basis", "node_bias", "layernorm",
-    "grid_extend", "optimizer", "bit_alloc", "qat", "qat_lr", "coding", "compile",
+    "grid_extend", "optimizer", "bit_alloc", "qat", "qat_lr", "coding", "compile", "lmbda",
+    "levels",
 )  # fmt: skip
 
 

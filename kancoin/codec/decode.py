@@ -15,7 +15,7 @@ from kancoin.format.limits import decode_cost
 from kancoin.format.quant import dequantize
 from kancoin.imageio import png_bytes
 from kancoin.metrics import bpp
-from kancoin.nets import build, family_of, load_arrays
+from kancoin.nets import family_of
 
 
 @dataclass
@@ -42,16 +42,12 @@ def decode_bytes(data: bytes) -> Decoded:
     bound memory."""
     t0 = time.perf_counter()
     header, qtensors = read_bytes(data)  # refuses, before torch loads, what is over a limit
-    from kancoin.codec.runtime import torch_threads
-
     spec = header.spec
-    model = build(spec)
-    load_arrays(model, spec, weights(header, qtensors))
-    model.eval()
-    with torch_threads(1):  # numba kernels are deterministic at any count; GEMMs are not
-        chunk = decode_cost(spec, header.height, header.width).chunk
-        pixels = family_of(spec).render(model, header.height, header.width, "cpu", chunk)
-    return Decoded(pixels.numpy(), header, len(data), time.perf_counter() - t0)
+    chunk = decode_cost(spec, header.height, header.width).chunk
+    pixels = family_of(spec).decode_pixels(
+        spec, weights(header, qtensors), header.height, header.width, chunk
+    )
+    return Decoded(pixels, header, len(data), time.perf_counter() - t0)
 
 
 def decode_file(src: str | Path, out: str | Path, force: bool = False) -> Decoded:

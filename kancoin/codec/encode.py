@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class EncodeResult:
     encode_seconds: float
     device: str
     threads: int
+    extra: dict = field(default_factory=dict)  # a family's own figures (the latent encoder's)
 
     @property
     def file_bytes(self) -> int:
@@ -85,6 +86,7 @@ class EncodeResult:
             "step_ms": round(1000 * self.fit_seconds / max(1, self.steps), 3),
             "device": self.device,
             "threads": self.threads,
+            **self.extra,
         }
 
 
@@ -152,6 +154,10 @@ def encode_pixels(
     fine-tune's drift; should the final file still be over, the factor grows until it fits.
     The file is never over budget.
     """
+    if family(opts.arch).trains_latents:  # grids and synthesis, the rate in the loss
+        from kancoin.codec.latent import encode_latent
+
+        return encode_latent(pixels, opts, progress)
     t0 = time.perf_counter()
     spec = plan(pixels.shape, opts)
     fam = family_of(spec)

@@ -100,6 +100,11 @@ class EncodeOptions:
     )  # fmt: skip
     iters: int | None = _opt(None, "Training steps \\[default: from --effort].", lo=1)
     batch_size: int = _opt(DEFAULT_BATCH, "Pixels per minibatch.", lo=1)
+    lmbda: float | None = _opt(
+        None, "latent: a fixed rate-distortion λ (loss MSE + λ·bpp) instead of --bpp's rate "
+        "control; the file's size then follows from λ.", lo=0.0, lo_open=True,
+    )  # fmt: skip
+    levels: int | None = _opt(None, "latent: number of latent grids (override).", lo=1, hi=12)
     lr: float | None = _opt(
         None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN; 1 with lbfgs].",
         lo=0.0, lo_open=True,
@@ -148,7 +153,9 @@ class EncodeOptions:
             f.metadata["info"].check(f.name, getattr(self, f.name))
         check_device(self.device)
         if self.iters is None:
-            object.__setattr__(self, "iters", EFFORT_ITERS[self.effort])
+            object.__setattr__(self, "iters", family(self.arch).effort_iters[self.effort])
+        if self.lmbda is not None and not family(self.arch).trains_latents:
+            raise KancoinError(f"--lmbda: not an option of --arch {self.arch}")
         if self.bit_alloc == "tensor" and self.coding == "fixed":
             raise KancoinError(
                 "--bit-alloc tensor needs --coding range (fixed coding has no slack)"
@@ -158,9 +165,7 @@ class EncodeOptions:
     @classmethod
     def option_names(cls, run: bool | None = None) -> tuple[str, ...]:
         """Every option's name (``run``: only the run options, or only the others)."""
-        return tuple(
-            f.name for f in fields(cls) if run is None or f.metadata["info"].run == run
-        )
+        return tuple(f.name for f in fields(cls) if run is None or f.metadata["info"].run == run)
 
     @classmethod
     def info(cls, name: str) -> tuple[Any, OptionInfo, Any]:
@@ -180,6 +185,7 @@ class EncodeOptions:
             width=self.width, depth=self.depth, grid_size=self.grid_size,
             spline_order=self.spline_order, first_grid_size=self.first_grid_size,
             basis=self.basis, node_bias=self.node_bias, layernorm=self.layernorm,
+            levels=self.levels,
         )  # fmt: skip
 
     @property

@@ -201,9 +201,17 @@ def read_header(data: bytes) -> tuple[FileHeader, int]:
         for _ in range(n_layers - 1)
     )
     fam = family_by_id(head["arch"])
+    if version < fam.since_version:
+        raise KancoinError(
+            f"field 'arch' out of range: {fam.label} networks need format version "
+            f"{fam.since_version}, the file says {version}"
+        )
     values = bitfields.read(reader, fam.header_fields, version)
     widths = (fam.input_width(values), *hidden, head["channels"])
-    spec = fam.spec_from_values(widths, values)
+    try:
+        spec = fam.spec_from_values(widths, values, (head["height"], head["width"]))
+    except ValueError as e:  # values each in range that together make no network
+        raise KancoinError(f"inconsistent header: {e}") from None
     n_tensors = len(spec.tensor_shapes())
     qparams = []
     for _ in range(n_tensors):

@@ -82,9 +82,10 @@ def check(
         )
     if coding == 1 and payload_bytes is not None:
         most = int(8 * payload_bytes / MIN_CODED_BITS) + MIN_BITS_SLACK
-        if cost.weights > most:
+        paid = family_of(spec).paid_numbers(spec)
+        if paid > most:
             raise KancoinError(
-                f"file declares {cost.weights} weights but its {payload_bytes}-byte payload can "
+                f"file declares {paid} weights but its {payload_bytes}-byte payload can "
                 f"hold at most {most} (at {MIN_CODED_BITS:g} bits each): truncated or corrupt"
             )
     if cost.work > MAX_DECODE_WORK:

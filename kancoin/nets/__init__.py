@@ -47,6 +47,7 @@ def register(entry: Entry) -> Entry:
 
 register(Entry("kan", 0, "KAN", "kancoin.nets.kan.family:KanFamily"))
 register(Entry("siren", 1, "SIREN", "kancoin.nets.siren:SirenFamily"))
+register(Entry("latent", 2, "latent KAN", "kancoin.nets.latent:LatentFamily"))
 
 ARCHS: tuple[str, ...] = tuple(_ENTRIES)
 

@@ -48,6 +48,11 @@ class NetFamily:
     default_lr: ClassVar[float] = 1e-3
     override_names: ClassVar[tuple[str, ...]] = ("width", "depth")
     has_stages: ClassVar[bool] = False  # coarser versions trained first (``train_stages``)
+    since_version: ClassVar[int] = 1  # the format version that added the family
+    # trained by its own encoder (``kancoin.codec.latent``) rather than the weights-only loop
+    trains_latents: ClassVar[bool] = False
+    # --effort presets: training steps
+    effort_iters: ClassVar[dict[str, int]] = {"fast": 3_000, "default": 10_000, "best": 30_000}
 
     # -- the file ---------------------------------------------------------------------------
     def input_width(self, values: dict[str, Any]) -> int:
@@ -58,9 +63,17 @@ class NetFamily:
         """The family's header field values for ``spec`` (by field name)."""
         raise NotImplementedError
 
-    def spec_from_values(self, widths: tuple[int, ...], values: dict[str, Any]) -> NetSpec:
-        """Rebuild the spec from a header; KancoinError for values that contradict each other."""
+    def spec_from_values(
+        self, widths: tuple[int, ...], values: dict[str, Any], image: tuple[int, int] = (1, 1)
+    ) -> NetSpec:
+        """Rebuild the spec from a header (``image``: its H, W); KancoinError for values that
+        contradict each other."""
         raise NotImplementedError
+
+    def paid_numbers(self, spec: NetSpec) -> int:
+        """Stored numbers a range-coded payload must pay for (at least ``limits.MIN_CODED_BITS``
+        each): a short payload cannot ask for millions of symbols."""
+        return spec.n_params
 
     # -- the module -------------------------------------------------------------------------
     def build(self, spec: NetSpec) -> nn.Module:
@@ -184,10 +197,29 @@ class NetFamily:
                 out[start : start + len(idx)] = to_uint8(self.infer(model, x))
         return out.reshape(height, width, -1)
 
+    def decode_pixels(
+        self, spec: NetSpec, arrays: list[np.ndarray], height: int, width: int, chunk: int
+    ) -> np.ndarray:
+        """The decoder: dequantized stored tensors (file order) -> uint8 (H, W, C), on the CPU,
+        deterministic at any thread count; ``chunk``: pixels rendered at once."""
+        import torch
+
+        model = self.build(spec)
+        self.load_arrays(model, arrays)
+        model.eval()
+        # One torch thread: numba kernels are deterministic at any count, but a GEMM's summation
+        # order (hence its last bit) can depend on it, and a file must decode to the same pixels
+        # whatever the encoder's --threads was.
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.render(model, height, width, "cpu", chunk).numpy()
+        finally:
+            torch.set_num_threads(before)
+
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
         """(operations, bytes per pixel) of rendering ``spec`` on an H×W grid: multiply-adds
         of the whole image, and the float temporaries one pixel of a chunk needs. The decoder
         refuses what costs more than its limits and sizes its chunks from the second."""
         macs = sum(i * o for i, o in spec.layer_dims())
         return float(macs) * height * width, 4 * 3 * max(spec.widths)
-

@@ -69,6 +69,8 @@ class Overrides:
     basis: str = "bspline"
     node_bias: bool = False
     layernorm: bool = False
+    # the latent family: number of latent grids
+    levels: int | None = None
 
     def given(self) -> dict[str, Any]:
         """The overrides that differ from 'not given'."""
@@ -76,7 +78,7 @@ class Overrides:
         for name, none in (
             ("width", None), ("depth", None), ("grid_size", None), ("spline_order", None),
             ("first_grid_size", None), ("basis", "bspline"), ("node_bias", False),
-            ("layernorm", False),
+            ("layernorm", False), ("levels", None),
         ):  # fmt: skip
             v = getattr(self, name)
             if v != none:

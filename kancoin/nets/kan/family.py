@@ -57,7 +57,9 @@ class KanFamily(NetFamily):
             "grid_hi": spec.grid_range[1],
         }
 
-    def spec_from_values(self, widths: tuple[int, ...], values: dict[str, Any]) -> KanSpec:
+    def spec_from_values(
+        self, widths: tuple[int, ...], values: dict[str, Any], image: tuple[int, int] = (1, 1)
+    ) -> KanSpec:
         lo, hi = values["grid_lo"], values["grid_hi"]
         grid_size, order = values["grid_size"], values["spline_order"]
         first_grid = values["first_grid_size"]
@@ -145,9 +147,7 @@ class KanFamily(NetFamily):
         if not extend:
             return ()
         final = spec.layer_grids
-        stages = {
-            tuple(max(1, math.ceil(g / 2**j)) for g in final) for j in range(extend, 0, -1)
-        }
+        stages = {tuple(max(1, math.ceil(g / 2**j)) for g in final) for j in range(extend, 0, -1)}
         return tuple(sorted(stages - {final}))
 
     def enter_stage(self, model: nn.Module, stage: tuple[int, ...]) -> None:

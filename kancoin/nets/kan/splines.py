@@ -14,31 +14,16 @@ knots on each side (G + k bases). Outside the extended grid every B_c is zero.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from kancoin.errors import KancoinError
-
-
-def decode_kernels():
-    """The decoding kernels (``kernels_decode``). A B-spline KAN on the CPU runs only there:
-    where numba cannot load, a clear error, never other arithmetic giving other pixels."""
-    try:
-        from kancoin.nets.kan import kernels_decode
-    except Exception as e:  # ImportError, or numba failing to initialise
-        raise KancoinError(
-            f"B-spline KANs need numba, which cannot be loaded ({type(e).__name__}: {e}); "
-            "reinstall kancoin's dependencies"
-        ) from None
-    return kernels_decode
-
-
-def kernel_chunks(n_samples: int) -> int:
-    """Chunks a fused kernel splits a batch into: one per numba thread, but not for tiny
-    batches (thread start-up would dominate)."""
-    import numba
-
-    return max(1, min(numba.get_num_threads(), n_samples // 2048))
+from kancoin.nets.kan.tables import (  # noqa: F401 - re-exported: the torch side's home
+    decode_kernels,
+    grid_position,
+    kernel_chunks,
+    padded_outputs,
+    power_matrix,
+    power_matrix_f32,
+)
 
 
 def knot_vector(grid_size: int, spline_order: int, grid_range: tuple[float, float]) -> torch.Tensor:
@@ -83,13 +68,6 @@ def local_basis(t: torch.Tensor, spline_order: int) -> list[torch.Tensor]:
     return nb
 
 
-def grid_position(grid_size: int, spline_order: int, grid_range: tuple[float, float]):
-    lo, hi = grid_range
-    h = (hi - lo) / grid_size
-    g0 = lo - spline_order * h
-    return g0, 1.0 / h
-
-
 def bspline_basis_dense(
     x: torch.Tensor, grid_size: int, spline_order: int, grid_range: tuple[float, float]
 ) -> torch.Tensor:
@@ -111,34 +89,7 @@ def bspline_basis_dense(
 
 def local_basis_power_matrix(spline_order: int) -> torch.Tensor:
     """A (k+1, k+1): local basis q = sum_p A[q, p] t^p (same recursion as ``local_basis``)."""
-    from numpy.polynomial import polynomial as P
-
-    nb = [np.array([1.0])]
-    for r in range(1, spline_order + 1):
-        saved = np.array([0.0])
-        new = []
-        for q in range(r):
-            temp = nb[q] / r
-            new.append(P.polyadd(saved, P.polymul([q + 1, -1.0], temp)))
-            saved = P.polymul([r - q - 1, 1.0], temp)
-        new.append(saved)
-        nb = new
-    a = np.zeros((spline_order + 1, spline_order + 1))
-    for q, poly in enumerate(nb):
-        a[q, : len(poly)] = poly
-    return torch.from_numpy(a)
-
-
-
-_POWER_CACHE: dict[int, np.ndarray] = {}
-
-
-def power_matrix_f32(spline_order: int) -> np.ndarray:
-    if spline_order not in _POWER_CACHE:
-        _POWER_CACHE[spline_order] = (
-            local_basis_power_matrix(spline_order).numpy().astype(np.float32)
-        )
-    return _POWER_CACHE[spline_order]
+    return torch.from_numpy(power_matrix(spline_order))
 
 
 def spline_table(
@@ -161,13 +112,3 @@ def spline_table(
         table.numpy(),
     )
     return table
-
-
-def padded_outputs(n_out: int) -> int:
-    """Output width the cubic kernels run at. LLVM vectorises their loops over outputs only from
-    32 iterations on (16 lanes, unrolled twice); below that they run scalar. So 17..31 outputs
-    run at 32 with zero columns: measured faster forward and backward (scripts/bench_kernels.py,
-    docs/speed.md), with the same arithmetic per output, hence the same bits."""
-    return 32 if 16 < n_out < 32 else n_out
-
-

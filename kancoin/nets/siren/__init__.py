@@ -73,7 +73,9 @@ class SirenFamily(NetFamily):
     def spec_values(self, spec: NetSpec) -> dict[str, Any]:
         return {"w0": spec.w0, "w0_initial": spec.w0_initial}
 
-    def spec_from_values(self, widths: tuple[int, ...], values: dict[str, Any]) -> SirenSpec:
+    def spec_from_values(
+        self, widths: tuple[int, ...], values: dict[str, Any], image: tuple[int, int] = (1, 1)
+    ) -> SirenSpec:
         return SirenSpec(widths, w0=values["w0"], w0_initial=values["w0_initial"])
 
     def build(self, spec: NetSpec) -> Siren:
@@ -115,4 +117,3 @@ class SirenFamily(NetFamily):
             if size(spec) <= cap:
                 return spec
         raise KancoinError(impossible_rate(bpp, bits, height, width, cap))
-

@@ -1,0 +1,350 @@
+"""Encoding with the latent family: grids and synthesis trained together, rate in the loss.
+
+loss = MSE(decoded crop, image crop) + λ · (bits of the latents under the crop) / (crop pixels)
+
+- Training sees random crops of the image (``LatentRecipe.crop``): every latent under a crop
+  gets its gradient in that step, unlike a random-pixel minibatch where a full-resolution latent
+  is seen only when its own pixel is drawn.
+- Quantization: uniform noise in (−½, ½) first (a differentiable proxy of rounding), then the
+  last ``hard`` fraction of the steps with hard rounding (straight-through gradients); the file
+  stores the rounded latents of the last step.
+- Rate: each grid's integers under a zero-mean Laplace whose scale is learnt with the rest; the
+  file codes each grid with a Laplace or Gaussian fitted to its integers (``format.entropy``),
+  and the encoder reports both the estimate and the coded size.
+- Rate control in one encode: λ follows the estimated file size toward the budget during
+  training; then the last bytes are fitted exactly: a dead zone on the rounding when over, finer
+  synthesis weights when under. ``--lmbda`` fixes λ instead (one λ for a whole dataset).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from kancoin.codec import runtime
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.options import EncodeOptions
+from kancoin.errors import KancoinError
+from kancoin.format import entropy
+from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
+from kancoin.format.quant import MAX_BITS, MIN_BITS, QuantParams, choose_params, quantize
+from kancoin.metrics import psnr, psnr_from_mse
+from kancoin.nets import NetSpec, build
+from kancoin.nets.base import budget_bytes
+
+LOG2 = math.log(2.0)
+FLOOR = 0.97  # of the budget: rate control lands between this and the budget
+
+
+@dataclass(frozen=True)
+class LatentRecipe:
+    """How the grids and the synthesis are trained (docs/research/latent.md)."""
+
+    crop: int = 0  # side of square training crops, pixels; 0: random pixels (``batch``)
+    batch: int = 10_000  # pixels per step when crop is 0
+    lr: float = 3e-2  # Adam, latents and synthesis
+    final_lr_frac: float = 0.05  # cosine decay to lr × this
+    hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
+    step: float = 1.0  # a latent integer's value at the synthesis input
+    lmbda0: float = 0.002  # λ to start from (rate control moves it)
+    control_every: int = 10  # steps between λ updates
+    control_gain: float = 0.3  # log λ += gain · log(estimated size / target)
+    control_until: float = 0.95  # λ is frozen for the last 5 % of the steps
+    target_frac: float = 1.0  # of the budget, aimed at during training (the dead zone trims)
+    refine: float = 0.1  # × steps of hard rounding at a lower λ, if a file lands under 97 %
+
+
+@dataclass
+class LatentTrained:
+    model: torch.nn.Module
+    lmbda: float
+    steps: int
+    seconds: float
+    last_psnr: float
+    history: list = field(default_factory=list)  # (step, λ, estimated bytes)
+
+
+def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bits of integers (or noisy integers) q under a zero-mean Laplace of ``scale``, coded on
+    unit bins: Σ −log2(F(q + ½) − F(q − ½))."""
+
+    def cdf(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / scale))
+
+    p = (cdf(q + 0.5) - cdf(q - 0.5)).clamp_min(1e-12)
+    return -torch.log(p).sum() / LOG2
+
+
+MIN_SCALE = 0.05  # of a Laplace, integer units (the file's models have the same floor)
+
+
+def fitted_scale(y: torch.Tensor) -> torch.Tensor:
+    """The Laplace scale the file will fit to the rounded grid (its mean absolute value, the
+    maximum-likelihood scale of a zero-mean Laplace), without gradients."""
+    with torch.no_grad():
+        return torch.round(y).abs().mean().clamp_min(MIN_SCALE)
+
+
+def estimated_latent_bits(model) -> float:
+    """Bits of the rounded grids under their fitted Laplace models (no gradients)."""
+    with torch.no_grad():
+        return float(sum(laplace_bits(torch.round(y), fitted_scale(y)) for y in model.latents))
+
+
+def train(
+    pixels: np.ndarray,
+    spec: NetSpec,
+    recipe: LatentRecipe,
+    iters: int,
+    device: torch.device,
+    lmbda: float | None,
+    target_bytes: float | None,
+    fixed_bytes: float,
+    seed: int = 0,
+    progress=None,
+    model=None,
+    hard_only: bool = False,
+) -> LatentTrained:
+    """Train grids and synthesis on ``pixels`` (H, W, C uint8). ``lmbda`` None: λ follows the
+    estimated size (latent bits / 8 + ``fixed_bytes``) toward ``target_bytes``."""
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    h, w, c = pixels.shape
+    img = torch.from_numpy(pixels.astype(np.float32) / 255.0).to(device)
+    if model is None:
+        torch.manual_seed(seed)
+        model = build(spec).to(device)
+    params = [*model.latents, *model.synthesis.parameters()]
+    opt = torch.optim.Adam(params, lr=recipe.lr, fused=True)
+    lam = recipe.lmbda0 if lmbda is None else lmbda
+    ch, cw = min(h, recipe.crop), min(w, recipe.crop)
+    n_hard = iters if hard_only else int(round(iters * recipe.hard))
+    control_stop = int(iters * recipe.control_until)
+    history = []
+    last = -math.inf
+    for step in range(iters):
+        frac = step / max(1, iters)
+        lr = recipe.lr * (
+            recipe.final_lr_frac + (1 - recipe.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr
+        hard = step >= iters - n_hard
+        grids, bits = [], 0.0
+        if recipe.crop:  # a random crop: its latents' rate, its pixels' distortion
+            r0 = int(torch.randint(0, h - ch + 1, (), generator=gen))
+            c0 = int(torch.randint(0, w - cw + 1, (), generator=gen))
+        for lv, y in enumerate(model.latents):
+            if hard:
+                yq = y + (torch.round(y) - y).detach()
+            else:
+                yq = y + (torch.rand(y.shape, generator=gen).to(device) - 0.5)
+            grids.append(yq * model.steps[lv])
+            if recipe.crop:
+                f = 1 << lv
+                yq = yq[r0 // f : -(-(r0 + ch) // f), c0 // f : -(-(c0 + cw) // f)]
+            bits = bits + laplace_bits(yq, fitted_scale(y))
+        if recipe.crop:
+            feats = model.features(grids, (r0, r0 + ch), (c0, c0 + cw))
+            target = img[r0 : r0 + ch, c0 : c0 + cw].reshape(-1, c)
+            n_pix = ch * cw
+        else:  # random pixels: every latent's rate, the drawn pixels' distortion
+            idx = torch.randint(0, h * w, (recipe.batch,), generator=gen).to(device)
+            feats = model.features_at(grids, idx)
+            target = img.reshape(-1, c)[idx]
+            n_pix = h * w
+        out = model.synthesize(feats)
+        mse = ((out - target) ** 2).mean()
+        loss = mse + lam * bits / n_pix
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last = psnr_from_mse(float(mse.detach()) * 255.0**2)
+        control = lmbda is None and target_bytes and step < control_stop
+        if control and step % recipe.control_every == 0:
+            est = estimated_latent_bits(model) / 8 + fixed_bytes
+            history.append((step, lam, est))
+            ratio = est / target_bytes
+            lam *= math.exp(max(-0.7, min(0.7, recipe.control_gain * math.log(ratio))))
+        if progress is not None and (step % 10 == 0 or step == iters - 1):
+            progress(step + 1, iters, last)
+    return LatentTrained(model, lam, iters, time.perf_counter() - t0, last, history)
+
+
+def _grid_params(q: np.ndarray, step: float) -> QuantParams:
+    """Range of one grid's integers q (signed): t bits with q + 2^(t−1) in [0, 2^t − 1]."""
+    m = int(np.abs(q).max()) if q.size else 0
+    t = max(MIN_BITS, m.bit_length() + 1)
+    if t > MAX_BITS:
+        raise KancoinError(f"a latent grid spans ±{m}, more than {MAX_BITS} bits")
+    s32 = np.float32(step)
+    return QuantParams(float(np.float32(-(1 << (t - 1)) * s32)), float(s32), t)
+
+
+def rounded(model, deadzone: float = 0.0) -> list[np.ndarray]:
+    """The grids' integers: round half away from zero after shrinking |y| by ``deadzone``
+    (0: plain rounding; larger: more zeros, fewer bytes)."""
+    out = []
+    with torch.no_grad():
+        for y in model.latents:
+            v = y.detach().cpu().double().numpy()
+            if deadzone:
+                q = np.sign(v) * np.floor(np.abs(v) + 0.5 - deadzone)
+            else:
+                q = np.round(v)
+            out.append(q.astype(np.int64))
+    return out
+
+
+def serialise(
+    pixels_shape: tuple[int, ...],
+    spec: NetSpec,
+    model,
+    ints: list[np.ndarray],
+    synth_bits: int,
+) -> tuple[bytes, FileHeader, list[np.ndarray]]:
+    """The whole file (range coding): grids (integers) and synthesis (``synth_bits`` bits,
+    least-squared-error ranges)."""
+    qparams, qtensors = [], []
+    for q, s in zip(ints, model.steps):
+        qp = _grid_params(q, s)
+        qparams.append(qp)
+        qtensors.append((q + (1 << (qp.bits - 1))).astype(np.uint32))
+    for wt in model.synthesis_arrays():
+        qp = choose_params(wt, synth_bits)
+        qparams.append(qp)
+        qtensors.append(quantize(wt, qp))
+    bits = [qp.bits for qp in qparams]
+    n = spec.levels  # grids: the zero-mean Laplace training used (its scale the mean |q|)
+    emodels = tuple(
+        entropy.laplace_model(q.astype(np.int64) - (1 << (b - 1)), 1 << (b - 1))
+        for q, b in zip(qtensors[:n], bits[:n])
+    ) + tuple(entropy.choose_models(qtensors[n:], bits[n:]))
+    header = FileHeader(pixels_shape[0], pixels_shape[1], max(bits), spec, tuple(qparams), 1,
+                        emodels)  # fmt: skip
+    return write_bytes(header, qtensors), header, qtensors
+
+
+def model_bits(header: FileHeader, qtensors: list[np.ndarray], n: int) -> float:
+    """Bits of the first ``n`` tensors under the file's own entropy models (the estimate the
+    coded size is compared with)."""
+    total = 0.0
+    for q, m, qp in zip(qtensors[:n], header.emodels[:n], header.qparams[:n]):
+        total += entropy.model_bits(q, m, qp.bits)
+    return total
+
+
+def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
+                  recipe: LatentRecipe | None = None):  # fmt: skip
+    """Encode ``pixels`` with the latent family (``encode.encode_pixels`` for this family)."""
+    from kancoin.codec.encode import EncodeResult, plan
+
+    t0 = time.perf_counter()
+    recipe = recipe or LatentRecipe(batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr)
+    spec = plan(pixels.shape, opts)
+    device = runtime.resolve_device(opts.device)
+    n_threads = runtime.configure(spec, opts.threads)
+    h, w, _ = pixels.shape
+    budget = budget_bytes(opts.bpp, h, w)
+    bits = opts.resolved_bits
+    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * (bits - 3.0) / 8
+    target = budget * recipe.target_frac if opts.lmbda is None else None
+    trained = train(
+        pixels, spec, recipe, opts.iters, device, opts.lmbda, target, fixed, opts.seed, progress
+    )
+    model = trained.model.cpu() if device.type != "cpu" else trained.model
+    train_bits = estimated_latent_bits(model)
+
+    def attempt(deadzone: float, synth_bits: int):
+        return serialise(pixels.shape, spec, model, rounded(model, deadzone), synth_bits)
+
+    data, header, qtensors = attempt(0.0, bits)
+    deadzone, synth_bits = 0.0, bits
+    lam = trained.lmbda
+    for _ in range(3 if opts.lmbda is None and recipe.refine else 0):
+        if len(data) >= FLOOR * budget:
+            break
+        # under: a short hard-rounding phase at a λ lowered by the shortfall (rate ∝ λ^−½ is
+        # about what images show), at the end of the schedule's learning rate
+        lam *= (len(data) / budget) ** 2
+        more = train(
+            pixels, spec, replace(recipe, lr=recipe.lr * recipe.final_lr_frac * 4),
+            max(1, int(opts.iters * recipe.refine)), device, lam, None, fixed, opts.seed + 1,
+            None, model=trained.model, hard_only=True,
+        )  # fmt: skip
+        trained.steps += more.steps
+        trained.seconds += more.seconds
+        data, header, qtensors = attempt(0.0, bits)
+    if opts.lmbda is None:
+        if len(data) > budget:  # over: widen the dead zone until it fits (bisection)
+            lo, hi = 0.0, 0.5
+            best = attempt(hi, bits)
+            if len(best[0]) > budget:
+                raise KancoinError(f"the latents do not fit {budget} bytes; raise --bpp or --iters")
+            for _ in range(12):
+                mid = (lo + hi) / 2
+                cand = attempt(mid, bits)
+                if len(cand[0]) <= budget:
+                    hi, best = mid, cand
+                else:
+                    lo = mid
+            deadzone = hi
+            data, header, qtensors = best
+        elif len(data) < FLOOR * budget:  # under: round more values away from zero (values
+            # next to ½ cost the least distortion), at most up to the budget (bisection)
+            lo, hi = -0.45, 0.0
+            cand = attempt(lo, bits)
+            if len(cand[0]) <= budget:
+                hi = lo
+            else:
+                for _ in range(12):
+                    mid = (lo + hi) / 2
+                    if len(attempt(mid, bits)[0]) <= budget:
+                        hi = mid
+                    else:
+                        lo = mid
+                cand = attempt(hi, bits)
+            deadzone = hi
+            data, header, qtensors = cand
+        if len(data) <= budget:  # spend what is left on finer synthesis weights
+            for b in range(bits + 1, MAX_BITS + 1):
+                cand = attempt(deadzone, b)
+                if len(cand[0]) > budget:
+                    break
+                data, header, qtensors = cand
+                synth_bits = b
+    if opts.lmbda is None and len(data) > budget:  # cannot happen: the fits above check it
+        raise RuntimeError(f"rate control wrote {len(data)} bytes over a {budget}-byte budget")
+    decoded = decode_bytes(data)
+    coded_latent = model_bits(header, qtensors, spec.levels)
+    trained.lmbda = lam
+    res = EncodeResult(
+        data=data,
+        decoded=decoded,
+        psnr=psnr(decoded.pixels, pixels),
+        float_psnr=trained.last_psnr,
+        qat_psnr=None,
+        spec=spec,
+        bits=synth_bits,
+        steps=trained.steps,
+        best_step=trained.steps,
+        fit_seconds=trained.seconds,
+        encode_seconds=time.perf_counter() - t0,
+        device=str(device),
+        threads=n_threads if device.type == "cpu" else 0,
+    )
+    stream_bytes = len(data) - overhead_bytes(spec, 1)  # the range-coded stream
+    res.extra = {
+        "lmbda": trained.lmbda,
+        "deadzone": round(deadzone, 5),
+        "synthesis_bits": synth_bits,
+        "latent_bits_estimated": round(coded_latent, 1),
+        "latent_bits_training": round(train_bits, 1),
+        "payload_bytes": stream_bytes,
+        "payload_bits_estimated": round(model_bits(header, qtensors, len(qtensors)), 1),
+    }
+    return res

@@ -1,0 +1,252 @@
+"""The latent family: a pyramid of entropy-coded latent grids decoded by a small KAN.
+
+The file stores L one-channel grids (level l: ceil(H / 2^l) × ceil(W / 2^l) integers, each
+grid with its own step and entropy model) and a B-spline KAN synthesis network (L inputs, the
+grids interpolated to each pixel; ``channels`` outputs). Decoding range-decodes the grids,
+interpolates them to the pixel grid (``grids``, ``kernels``) and runs the synthesis with the
+KAN decoding kernels: numpy and numba only, no torch. Training (``kancoin.codec.latent``)
+learns the grids and the network together with the rate in the loss (the family of Cool-chic
+and C3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from kancoin.bitfields import Field
+from kancoin.errors import KancoinError
+from kancoin.nets.base import NetFamily
+from kancoin.nets.latent.grids import level_shape
+from kancoin.nets.spec import NetSpec, Overrides
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MAX_LEVELS = 12
+SINCE = 6  # the format version that added the family
+
+HEADER_FIELDS = (
+    Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
+          doc="latent grids L (level l: ceil(H/2^l) × ceil(W/2^l)); the synthesis has L inputs"),
+    Field("grid_size", "uint:8", 1, 255, since=SINCE, default=0,
+          doc="the synthesis KAN's B-spline grid intervals G"),
+    Field("spline_order", "uint:3", 1, 7, since=SINCE, default=3, doc="B-spline order k"),
+    Field("grid_bound", "floatbe:32", 1e-3, 1e6, since=SINCE, default=1.0,
+          doc="the synthesis grid covers [−grid_bound, grid_bound]"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LatentSpec(NetSpec):
+    """A latent pyramid and its synthesis KAN.
+
+    widths: the synthesis's layer widths, input (= levels) to output (channels), e.g.
+    (7, 16, 3); height, width: the image (the grids' sizes follow); grid_size G, spline_order
+    k and grid_bound R of the synthesis's B-splines (grid over [−R, R]); every synthesis layer
+    has a bias per output node.
+    """
+
+    height: int = 1
+    width: int = 1
+    grid_size: int = 5
+    spline_order: int = 3
+    grid_bound: float = 2.0
+    arch: ClassVar[str] = "latent"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # stored as float32: round here so encoder and decoder agree exactly
+        object.__setattr__(self, "grid_bound", float(np.float32(self.grid_bound)))
+        if not 1 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be in 1..{MAX_LEVELS}")
+
+    @property
+    def levels(self) -> int:
+        return self.widths[0]
+
+    @property
+    def grid_range(self) -> tuple[float, float]:
+        return (-self.grid_bound, self.grid_bound)
+
+    @property
+    def grid_shapes(self) -> list[tuple[int, int]]:
+        return [level_shape(self.height, self.width, lv) for lv in range(self.levels)]
+
+    def layer_tensors(self, i: int, o: int) -> list[tuple[str, tuple[int, ...]]]:
+        return [
+            ("base_weight", (o, i)),
+            ("spline_coef", (o, i, self.grid_size + self.spline_order)),
+            ("bias", (o,)),
+        ]
+
+    @property
+    def n_latent_tensors(self) -> int:
+        return self.levels
+
+    def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Stored tensors in file order: the grids (finest first), then the synthesis."""
+        shapes: list[tuple[str, tuple[int, ...]]] = [
+            (f"latents.{lv}", s) for lv, s in enumerate(self.grid_shapes)
+        ]
+        for n, (i, o) in enumerate(self.layer_dims()):
+            shapes += [(f"synthesis.{n}.{t}", s) for t, s in self.layer_tensors(i, o)]
+        return shapes
+
+    @property
+    def n_latents(self) -> int:
+        return sum(h * w for h, w in self.grid_shapes)
+
+    @property
+    def n_synthesis(self) -> int:
+        return self.n_params - self.n_latents
+
+    def describe(self) -> str:
+        w = "-".join(str(x) for x in self.widths)
+        return (
+            f"{self.levels} latent grids (1/1…1/{1 << (self.levels - 1)}), KAN synthesis {w}, "
+            f"grid {self.grid_size}, order {self.spline_order}"
+        )
+
+    def as_dict(self) -> dict:
+        return super().as_dict() | {
+            "levels": self.levels,
+            "latents": self.n_latents,
+            "synthesis_params": self.n_synthesis,
+            "grid_size": self.grid_size,
+            "spline_order": self.spline_order,
+            "grid_bound": self.grid_bound,
+        }
+
+
+# Measured on kodim23 and kodim05 (docs/research/latent.md).
+DEFAULT_LEVELS = 7
+DEFAULT_HIDDEN = (16,)
+DEFAULT_GRID = 5
+DEFAULT_BOUND = 2.0
+SYNTHESIS_SHARE = 0.25  # most of a file the default synthesis may take
+
+
+class LatentFamily(NetFamily):
+    name = "latent"
+    arch_id = 2
+    label = "latent KAN"
+    since_version = SINCE
+    spec_type = LatentSpec
+    header_fields = HEADER_FIELDS
+    default_bits = 9
+    range_saving = 3.0
+    default_lr = 3e-2
+    override_names = ("width", "depth", "grid_size", "spline_order", "levels")
+    trains_latents = True
+    effort_iters: ClassVar[dict[str, int]] = {"fast": 1_000, "default": 3_000, "best": 10_000}
+
+    # -- the file ---------------------------------------------------------------------------
+    def input_width(self, values: dict[str, Any]) -> int:
+        return values["levels"]
+
+    def spec_values(self, spec: NetSpec) -> dict[str, Any]:
+        return {
+            "levels": spec.levels,
+            "grid_size": spec.grid_size,
+            "spline_order": spec.spline_order,
+            "grid_bound": spec.grid_bound,
+        }
+
+    def spec_from_values(
+        self, widths: tuple[int, ...], values: dict[str, Any], image: tuple[int, int] = (1, 1)
+    ) -> LatentSpec:
+        return LatentSpec(
+            widths, height=image[0], width=image[1], grid_size=values["grid_size"],
+            spline_order=values["spline_order"], grid_bound=values["grid_bound"],
+        )  # fmt: skip
+
+    # -- the module (training) --------------------------------------------------------------
+    def build(self, spec: NetSpec) -> nn.Module:
+        from kancoin.nets.latent.network import LatentNet
+
+        return LatentNet(spec)
+
+    def stored_parameters(self, model: nn.Module) -> list[tuple[nn.Module, str]]:
+        raise NotImplementedError("the latent family trains through kancoin.codec.latent")
+
+    def export_arrays(self, model: nn.Module, spec: NetSpec) -> list[np.ndarray]:
+        """Float32 copies of the stored tensors (the grids as the model holds them)."""
+        return model.export_arrays()
+
+    def load_arrays(self, model: nn.Module, arrays: list[np.ndarray]) -> None:
+        model.load_arrays(arrays)
+
+    # -- rate control -----------------------------------------------------------------------
+    def choose(
+        self,
+        height: int,
+        width: int,
+        channels: int,
+        bpp: float,
+        bits: int,
+        ov: Overrides,
+        size: Callable[[NetSpec], int],
+        bpw: float,
+    ) -> LatentSpec:
+        """The pyramid and synthesis for an image: their sizes are chosen by measurement, not
+        by the budget (the rate goes to the latents through λ); refused when the synthesis
+        alone (at ``bpw`` coded bits per weight) would not fit the budget."""
+        levels = ov.levels or DEFAULT_LEVELS
+        levels = max(1, min(levels, _useful_levels(height, width)))
+        budget = int(bpp * height * width // 8)
+
+        def make(hidden: tuple[int, ...]) -> LatentSpec:
+            return LatentSpec(
+                (levels, *hidden, channels), height=height, width=width,
+                grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
+                grid_bound=DEFAULT_BOUND,
+            )  # fmt: skip
+
+        if ov.width is not None or ov.depth is not None:
+            w = ov.width or DEFAULT_HIDDEN[0]
+            spec = make((w,) * (ov.depth or len(DEFAULT_HIDDEN)))
+        else:  # small budgets (small images) get a narrower synthesis: ≤ a quarter of the file
+            w = DEFAULT_HIDDEN[0]
+            spec = make(DEFAULT_HIDDEN)
+            while w > 2 and spec.n_synthesis * bpw / 8 > SYNTHESIS_SHARE * budget:
+                w -= 2
+                spec = make((w,) * len(DEFAULT_HIDDEN))
+        synthesis_bytes = spec.n_synthesis * bpw / 8
+        if synthesis_bytes + 200 > budget:
+            raise KancoinError(
+                f"--bpp {bpp:g} leaves {budget} bytes on a {width}x{height} image, less than the "
+                f"synthesis network alone (~{synthesis_bytes:.0f} bytes); raise --bpp or lower "
+                "--width"
+            )
+        return spec
+
+    def paid_numbers(self, spec: NetSpec) -> int:
+        # The grids' size follows from the image's (bounded by the pixel limit), and they may
+        # code far below a bit per value: only the synthesis must be paid for by the payload.
+        return spec.n_synthesis
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode_pixels(
+        self, spec: NetSpec, arrays: list[np.ndarray], height: int, width: int, chunk: int
+    ) -> np.ndarray:
+        from kancoin.nets.latent.render import render
+
+        return render(spec, arrays, chunk)
+
+    def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
+        edge = spec.spline_order + 2  # multiply-adds per edge (the fused kernels)
+        per_pixel = sum(i * o * edge + o for i, o in spec.layer_dims()) + 8 * spec.levels
+        widest = max(max(spec.widths), 32)
+        return float(per_pixel) * height * width, 4 * (spec.levels + 3 * widest)
+
+
+def _useful_levels(height: int, width: int) -> int:
+    """Levels whose grid is at least 2×2... at most MAX_LEVELS."""
+    n = 1
+    while n < MAX_LEVELS and min(level_shape(height, width, n)) >= 2:
+        n += 1
+    return n

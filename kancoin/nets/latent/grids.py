@@ -1,0 +1,55 @@
+"""The latent pyramid's geometry and its upsampling, without torch (the decoder's side).
+
+Level ``l`` of an H×W image is a grid of ceil(H / 2^l) × ceil(W / 2^l) values. Every level is
+brought to the pixel grid by separable bicubic interpolation (Keys, a = −0.75, sample centres
+aligned: PyTorch's ``interpolate(mode="bicubic", align_corners=False)``, indices clamped at the
+borders); level 0 is already there. One axis's interpolation is a table of 4 taps per output
+sample (``taps``): the trainer gathers through the same table (torch ops), the decoder runs it
+in a fixed order (``kernels``), so both interpolate with the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_A = -0.75  # Keys' cubic convolution parameter (PyTorch, OpenCV)
+
+
+def level_shape(height: int, width: int, level: int) -> tuple[int, int]:
+    """(rows, cols) of level ``level``: ceil(H / 2^l) × ceil(W / 2^l)."""
+    f = 1 << level
+    return -(-height // f), -(-width // f)
+
+
+def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    return [level_shape(height, width, lv) for lv in range(levels)]
+
+
+def _cubic(t: float) -> tuple[float, float, float, float]:
+    """Keys' weights of the 4 samples around a point at fraction t in [0, 1) past the second."""
+    a = _A
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """One axis's interpolation from ``n_in`` to ``n_out`` samples: source indices int32
+    (n_out, 4) and weights float32 (n_out, 4) (computed in float64, then rounded once)."""
+    idx = np.empty((n_out, 4), np.int32)
+    wt = np.empty((n_out, 4), np.float32)
+    scale = n_in / n_out
+    for d in range(n_out):
+        src = scale * (d + 0.5) - 0.5
+        i0 = math.floor(src)
+        for k, w in enumerate(_cubic(src - i0)):
+            idx[d, k] = min(max(i0 - 1 + k, 0), n_in - 1)
+            wt[d, k] = w
+    return idx, wt

@@ -1,0 +1,168 @@
+"""The latent family: geometry, interpolation, the torch-free decoder, the encoder's rate
+control and rate estimate, and the round trip through real files in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import encode_pixels
+from kancoin.codec.options import EncodeOptions
+from kancoin.errors import KancoinError
+from kancoin.format.container import read_bytes
+from kancoin.format.quant import dequantize
+from kancoin.metrics import psnr
+from kancoin.nets import family
+from kancoin.nets.latent import LatentSpec
+from kancoin.nets.latent.grids import level_shapes, taps
+
+from .conftest import crop
+
+
+def latent_reference_decode(data: bytes) -> np.ndarray:
+    """An independent decode of a latent file: torch's own bicubic interpolation and
+    efficient-kan's Cox–de Boor B-splines, in float64 (none of the decoder's taps, kernels or
+    tables)."""
+    from kancoin.nets.kan.layers import KANLinear
+    from kancoin.nets.kan.network import KAN
+
+    header, qtensors = read_bytes(data)
+    spec = header.spec
+    floats = [dequantize(q, qp).astype(np.float64) for q, qp in zip(qtensors, header.qparams)]
+    h, w = spec.height, spec.width
+    feats = []
+    for g in floats[: spec.levels]:
+        t = torch.from_numpy(g)[None, None]
+        up = t if g.shape == (h, w) else F.interpolate(t, size=(h, w), mode="bicubic",
+                                                       align_corners=False)  # fmt: skip
+        feats.append(up.reshape(-1))
+    x = torch.stack(feats, 1)
+    net = KAN(spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, node_bias=True)
+    it = iter(floats[spec.levels :])
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.base_weight.copy_(torch.from_numpy(next(it)))
+            layer.spline_weight.copy_(torch.from_numpy(next(it)))
+            layer.spline_scaler.fill_(1.0)
+            layer.bias.copy_(torch.from_numpy(next(it)))
+        net = net.double()
+        for m in net.modules():
+            if isinstance(m, KANLinear):
+                m.backend = "reference"
+        out = net(x)
+    return torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(h, w, -1).numpy()
+
+
+def test_level_shapes_round_up() -> None:
+    assert level_shapes(512, 768, 3) == [(512, 768), (256, 384), (128, 192)]
+    assert level_shapes(5, 7, 3) == [(5, 7), (3, 4), (2, 2)]
+
+
+@pytest.mark.parametrize("n_in, n_out", [(4, 16), (3, 10), (12, 24), (1, 5)])
+def test_taps_are_torch_bicubic(n_in: int, n_out: int) -> None:
+    """The decoder's interpolation is PyTorch's bicubic (align_corners=False), computed apart."""
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(n_in, n_in + 2))
+    iy, wy = taps(n_out, n_in)
+    ix, wx = taps(n_out + 3, n_in + 2)
+    rows = (g[iy] * wy[:, :, None]).sum(1)
+    ours = (rows[:, ix] * wx).sum(2)
+    t = torch.from_numpy(g)[None, None]
+    ref = F.interpolate(t, size=(n_out, n_out + 3), mode="bicubic", align_corners=False)[0, 0]
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    """One small latent encode at a rate target (the module's shared file)."""
+    pixels = crop(64, 96)
+    opts = EncodeOptions(arch="latent", bpp=1.0, iters=200, batch_size=1024, device="cpu")
+    return pixels, opts, encode_pixels(pixels, opts)
+
+
+def test_rate_control_hits_the_target(encoded) -> None:
+    pixels, opts, res = encoded
+    budget = int(opts.bpp * 64 * 96 // 8)
+    assert len(res.data) <= budget
+    assert len(res.data) >= 0.97 * budget
+    assert res.bpp == len(res.data) * 8 / (64 * 96)
+
+
+def test_estimate_agrees_with_the_coded_size(encoded) -> None:
+    """The entropy models' ideal bits of every tensor and the range coder's output agree: to
+    1 %, plus the coder's last word (a Kodak file, ~115,000 bits, agrees to ~0.1 %)."""
+    _, _, res = encoded
+    coded_bits = 8 * res.extra["payload_bytes"]
+    assert abs(res.extra["payload_bits_estimated"] - coded_bits) <= 0.01 * coded_bits + 32
+
+
+def test_reported_psnr_is_the_independent_decode(encoded) -> None:
+    pixels, _, res = encoded
+    ref = latent_reference_decode(res.data)
+    diff = np.abs(ref.astype(int) - res.decoded.pixels.astype(int))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.001 * diff.size + 3
+    assert res.psnr == pytest.approx(psnr(ref, pixels), abs=0.02)
+    assert res.psnr > 20  # it learnt the image
+
+
+def test_fresh_process_decodes_the_same_bits_without_torch(encoded, tmp_path) -> None:
+    """A fresh process at one numba thread decodes the same pixels, and never loads torch."""
+    _, _, res = encoded
+    src = tmp_path / "a.kc"
+    src.write_bytes(res.data)
+    code = (
+        "import sys, json, numba; numba.set_num_threads(1);"
+        "from kancoin.codec.decode import decode_bytes;"
+        f"d = decode_bytes(open({str(src)!r}, 'rb').read());"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'sum': int(d.pixels.sum()),"
+        "'pixels': d.pixels.tobytes().hex()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    assert got["torch"] is False
+    assert bytes.fromhex(got["pixels"]) == res.decoded.pixels.tobytes()
+
+
+def test_fixed_lambda_mode() -> None:
+    """--lmbda: no rate target; a larger λ gives a smaller file."""
+    pixels = crop(48, 48)
+    sizes = []
+    for lmbda in (1e-4, 1e-2):
+        opts = EncodeOptions(
+            arch="latent", bpp=4.0, iters=60, batch_size=512, device="cpu", lmbda=lmbda
+        )
+        res = encode_pixels(pixels, opts)
+        assert res.extra["lmbda"] == lmbda
+        sizes.append(len(res.data))
+    assert sizes[1] < sizes[0]
+
+
+def test_lmbda_is_refused_for_weight_only_families() -> None:
+    with pytest.raises(KancoinError, match="--lmbda"):
+        EncodeOptions(arch="kan", lmbda=0.01)
+
+
+def test_spec_round_trips_through_the_header(encoded) -> None:
+    _, _, res = encoded
+    header, _ = read_bytes(res.data)
+    assert header.version == 6 and isinstance(header.spec, LatentSpec)
+    assert header.spec == res.spec
+    assert family("latent").input_width({"levels": 5}) == 5
+
+
+def test_a_latent_file_claiming_an_old_version_is_refused(encoded) -> None:
+    import zlib
+
+    _, _, res = encoded
+    data = bytearray(res.data)
+    data[4] = 5  # the version byte
+    data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "big")
+    with pytest.raises(KancoinError, match="version 6"):
+        decode_bytes(bytes(data))
