@@ -93,7 +93,7 @@ def test_encode_reports_the_orientation(tmp_path: Path) -> None:
     p = tmp_path / "phone.jpg"
     _jpeg_with_orientation(p, crop(16, 24), 6)
     out = tmp_path / "o.kc"
-    r = run("encode", p, out, "--bpp", "4", "--iters", "5", "--device", "cpu")
+    r = run("encode", p, out, "--bpp", "4", "--iters", "5", "--device", "cpu", "--threads", "1")
     assert r.returncode == 0, r.stderr
     assert "EXIF orientation 6 applied (rotated to 16x24)" in r.stderr
     from kancoin.format.container import read_bytes
@@ -140,7 +140,7 @@ def test_encode_first_frame_option(tmp_path: Path) -> None:
     out = tmp_path / "o.kc"
     assert_clean_error(run("encode", p, out), "has 3 frames")
     assert not out.exists()
-    args = ("--bpp", "4", "--iters", "5", "--device", "cpu")
+    args = ("--bpp", "4", "--iters", "5", "--device", "cpu", "--threads", "1")
     r = run("encode", p, out, "--first-frame", *args)
     assert r.returncode == 0, r.stderr
     assert "note: 3 frames, frame 0 taken" in r.stderr and out.is_file()

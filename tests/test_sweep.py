@@ -20,7 +20,12 @@ from .conftest import crop, reference_decode
 
 
 @pytest.fixture
-def img(tmp_path: Path) -> Path:
+def img(tmp_path: Path, monkeypatch) -> Path:
+    """A 20x24 crop; the trials (one process, ``jobs=1``: the encoder's thread policy) run as
+    on one core, as the other tests' small encodes do (their tensors are tiny)."""
+    import kancoin.codec.runtime
+
+    monkeypatch.setattr(kancoin.codec.runtime, "usable_cores", lambda: 1)
     p = tmp_path / "tiny.png"
     Image.fromarray(crop(20, 24)).save(p)
     return p
