@@ -50,7 +50,7 @@ def quant_study(
     would; the same weights quantized at each of --bits, written, decoded and measured.
     """
     from kancoin.codec.options import EFFORT_ITERS
-    from kancoin.nets import ARCHS
+    from kancoin.nets import WEIGHT_ARCHS
     from kancoin.research.quantstudy import (
         StudyConfig,
         check_archs,
@@ -61,8 +61,9 @@ def quant_study(
 
     def body():
         cfg = StudyConfig(
-            bpp=bpp, iters=iters or EFFORT_ITERS[effort.value], archs=check_archs(arch or ARCHS),
-            bits=parse_bits(bits), seed=seed, threads=threads, device=device,
+            bpp=bpp, iters=iters or EFFORT_ITERS[effort.value],
+            archs=check_archs(arch or WEIGHT_ARCHS), bits=parse_bits(bits), seed=seed,
+            threads=threads, device=device,
         )  # fmt: skip
         talk = not (quiet or json_out)
         report = run_study(

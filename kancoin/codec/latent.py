@@ -29,14 +29,17 @@ from kancoin.codec import runtime
 from kancoin.codec.decode import decode_bytes
 from kancoin.codec.options import EncodeOptions
 from kancoin.errors import KancoinError
+from kancoin.format import context as coding
 from kancoin.format import entropy
 from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
+from kancoin.format.context import scales_of as context_scales
 from kancoin.format.quant import MAX_BITS, MIN_BITS, QuantParams, choose_params, quantize
 from kancoin.metrics import psnr, psnr_from_mse
 from kancoin.nets import NetSpec, build
 from kancoin.nets.base import budget_bytes
 
 LOG2 = math.log(2.0)
+CONTEXT_BITS = 10  # of the stored context scales
 FLOOR = 0.97  # of the budget: rate control lands between this and the budget
 
 
@@ -82,17 +85,29 @@ def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 MIN_SCALE = 0.05  # of a Laplace, integer units (the file's models have the same floor)
 
 
-def fitted_scale(y: torch.Tensor) -> torch.Tensor:
-    """The Laplace scale the file will fit to the rounded grid (its mean absolute value, the
-    maximum-likelihood scale of a zero-mean Laplace), without gradients."""
+def fitted_scale(y: torch.Tensor, k: int = 0) -> torch.Tensor:
+    """The Laplace scale(s) the file will fit to the rounded grid, without gradients: k = 0,
+    its mean |q| (the maximum-likelihood scale of a zero-mean Laplace); k ≥ 2, the same per
+    causal context (``nets.latent.coding``), one scale per position (H, W)."""
     with torch.no_grad():
-        return torch.round(y).abs().mean().clamp_min(MIN_SCALE)
+        a = torch.round(y).abs()
+        if not k:
+            return a.mean().clamp_min(MIN_SCALE)
+        s = torch.zeros_like(a)
+        s[:, 1:] += a[:, :-1]
+        s[1:, :] += a[:-1, :]
+        ctx = s.clamp(max=k - 1).long().reshape(-1)
+        sums = torch.zeros(k, dtype=a.dtype, device=a.device).index_add_(0, ctx, a.reshape(-1))
+        counts = torch.bincount(ctx, minlength=k).to(a.dtype)
+        table = (sums / counts.clamp_min(1)).clamp_min(MIN_SCALE)
+        return table[ctx].reshape(a.shape)
 
 
 def estimated_latent_bits(model) -> float:
-    """Bits of the rounded grids under their fitted Laplace models (no gradients)."""
+    """Bits of the rounded grids under the models the file will fit (no gradients)."""
+    k = model.spec.context
     with torch.no_grad():
-        return float(sum(laplace_bits(torch.round(y), fitted_scale(y)) for y in model.latents))
+        return float(sum(laplace_bits(torch.round(y), fitted_scale(y, k)) for y in model.latents))
 
 
 def train(
@@ -118,6 +133,7 @@ def train(
     if model is None:
         torch.manual_seed(seed)
         model = build(spec).to(device)
+        model.steps = [float(np.float32(recipe.step))] * spec.levels
     params = [*model.latents, *model.synthesis.parameters()]
     opt = torch.optim.Adam(params, lr=recipe.lr, fused=True)
     lam = recipe.lmbda0 if lmbda is None else lmbda
@@ -144,10 +160,13 @@ def train(
             else:
                 yq = y + (torch.rand(y.shape, generator=gen).to(device) - 0.5)
             grids.append(yq * model.steps[lv])
+            scale = fitted_scale(y, spec.context)
             if recipe.crop:
                 f = 1 << lv
-                yq = yq[r0 // f : -(-(r0 + ch) // f), c0 // f : -(-(c0 + cw) // f)]
-            bits = bits + laplace_bits(yq, fitted_scale(y))
+                rows, cols = slice(r0 // f, -(-(r0 + ch) // f)), slice(c0 // f, -(-(c0 + cw) // f))
+                yq = yq[rows, cols]
+                scale = scale[rows, cols] if scale.dim() else scale
+            bits = bits + laplace_bits(yq, scale)
         if recipe.crop:
             feats = model.features(grids, (r0, r0 + ch), (c0, c0 + cw))
             target = img[r0 : r0 + ch, c0 : c0 + cw].reshape(-1, c)
@@ -207,9 +226,14 @@ def serialise(
     ints: list[np.ndarray],
     synth_bits: int,
 ) -> tuple[bytes, FileHeader, list[np.ndarray]]:
-    """The whole file (range coding): grids (integers) and synthesis (``synth_bits`` bits,
-    least-squared-error ranges)."""
+    """The whole file (range coding): the context scales (``CONTEXT_BITS``), the grids
+    (integers) and the synthesis (``synth_bits`` bits, least-squared-error ranges)."""
     qparams, qtensors = [], []
+    if spec.context:
+        table = np.stack([coding.fit_scales(q, spec.context) for q in ints]).astype(np.float32)
+        qp = choose_params(table, CONTEXT_BITS)
+        qparams.append(qp)
+        qtensors.append(quantize(table, qp))
     for q, s in zip(ints, model.steps):
         qp = _grid_params(q, s)
         qparams.append(qp)
@@ -219,23 +243,55 @@ def serialise(
         qparams.append(qp)
         qtensors.append(quantize(wt, qp))
     bits = [qp.bits for qp in qparams]
-    n = spec.levels  # grids: the zero-mean Laplace training used (its scale the mean |q|)
-    emodels = tuple(
-        entropy.laplace_model(q.astype(np.int64) - (1 << (b - 1)), 1 << (b - 1))
-        for q, b in zip(qtensors[:n], bits[:n])
-    ) + tuple(entropy.choose_models(qtensors[n:], bits[n:]))
+    a, n = spec.first_grid, spec.first_grid + spec.levels
+    # grids: the zero-mean Laplace training used (its scale the mean |q|; with contexts the
+    # header's model is not used, the context scales are)
+    emodels = (
+        tuple(entropy.choose_models(qtensors[:a], bits[:a]))
+        + tuple(
+            entropy.laplace_model(q.astype(np.int64) - (1 << (b - 1)), 1 << (b - 1))
+            for q, b in zip(qtensors[a:n], bits[a:n])
+        )
+        + tuple(entropy.choose_models(qtensors[n:], bits[n:]))
+    )
     header = FileHeader(pixels_shape[0], pixels_shape[1], max(bits), spec, tuple(qparams), 1,
                         emodels)  # fmt: skip
     return write_bytes(header, qtensors), header, qtensors
 
 
-def model_bits(header: FileHeader, qtensors: list[np.ndarray], n: int) -> float:
-    """Bits of the first ``n`` tensors under the file's own entropy models (the estimate the
-    coded size is compared with)."""
+def model_bits(header: FileHeader, qtensors: list[np.ndarray], grids_only: bool = False) -> float:
+    """Ideal bits of the tensors (or of the grids only) under the file's own models: the
+    context model for grids when the file has one (the estimate the coded size is compared
+    with)."""
+    spec = header.spec
+    a, n = spec.first_grid, spec.first_grid + spec.levels
+    scales = context_scales(header, qtensors) if spec.context else None
     total = 0.0
-    for q, m, qp in zip(qtensors[:n], header.emodels[:n], header.qparams[:n]):
-        total += entropy.model_bits(q, m, qp.bits)
+    for i, (q, m, qp) in enumerate(zip(qtensors, header.emodels, header.qparams)):
+        is_grid = a <= i < n
+        if grids_only and not is_grid:
+            continue
+        if is_grid and scales is not None:
+            signed = q.astype(np.int64) - (1 << (qp.bits - 1))
+            total += coding.ideal_bits(signed, scales[i - a], qp.bits)
+        else:
+            total += entropy.model_bits(q, m, qp.bits)
     return total
+
+
+def _grids_stream(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
+    """The grids alone, range-coded as the file codes them (to compare with the estimate)."""
+    spec = header.spec
+    a, n = spec.first_grid, spec.first_grid + spec.levels
+    enc = entropy.new_encoder()
+    scales = context_scales(header, qtensors) if spec.context else None
+    for i in range(a, n):
+        q, b = qtensors[i], header.tensor_bits[i]
+        if scales is None:
+            entropy.encode_with(enc, q, b, header.emodels[i])
+        else:
+            coding.encode_grid(enc, q.astype(np.int64) - (1 << (b - 1)), b, scales[i - a])
+    return entropy.finish(enc)
 
 
 def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
@@ -320,7 +376,7 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
     if opts.lmbda is None and len(data) > budget:  # cannot happen: the fits above check it
         raise RuntimeError(f"rate control wrote {len(data)} bytes over a {budget}-byte budget")
     decoded = decode_bytes(data)
-    coded_latent = model_bits(header, qtensors, spec.levels)
+    estimated_latent = model_bits(header, qtensors, grids_only=True)
     trained.lmbda = lam
     res = EncodeResult(
         data=data,
@@ -342,9 +398,10 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
         "lmbda": trained.lmbda,
         "deadzone": round(deadzone, 5),
         "synthesis_bits": synth_bits,
-        "latent_bits_estimated": round(coded_latent, 1),
+        "latent_bits_estimated": round(estimated_latent, 1),
+        "latent_bits_coded": 8 * len(_grids_stream(header, qtensors)),
         "latent_bits_training": round(train_bits, 1),
         "payload_bytes": stream_bytes,
-        "payload_bits_estimated": round(model_bits(header, qtensors, len(qtensors)), 1),
+        "payload_bits_estimated": round(model_bits(header, qtensors), 1),
     }
     return res

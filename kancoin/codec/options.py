@@ -91,11 +91,12 @@ class EncodeOptions:
 
     bpp: float = _opt(0.3, "Target bits per pixel for the whole file.", lo=0.0, lo_open=True)
     bits: int | None = _opt(
-        None, "Quantization bits \\[default: KAN 9, SIREN 16].", lo=MIN_BITS, hi=MAX_BITS
+        None, "Quantization bits \\[default: KAN 9, SIREN 16, latent 9].", lo=MIN_BITS, hi=MAX_BITS
     )
     arch: str = _opt("kan", "Network family.", choices=ARCHS)
     effort: str = _opt(
-        "default", "Preset: fast (3k steps), default (10k) or best (30k).",
+        "default", "Preset: fast (3k steps; latent 1k), default (10k; latent 3k) or best (30k; "
+        "latent 10k).",
         choices=tuple(EFFORT_ITERS),
     )  # fmt: skip
     iters: int | None = _opt(None, "Training steps \\[default: from --effort].", lo=1)
@@ -106,7 +107,7 @@ class EncodeOptions:
     )  # fmt: skip
     levels: int | None = _opt(None, "latent: number of latent grids (override).", lo=1, hi=12)
     lr: float | None = _opt(
-        None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN; 1 with lbfgs].",
+        None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN, 3e-2 latent; 1 with lbfgs].",
         lo=0.0, lo_open=True,
     )  # fmt: skip
     seed: int = _opt(0, "Random seed (reproducible on CPU).")
@@ -134,7 +135,8 @@ class EncodeOptions:
         choices=BIT_ALLOCS,
     )  # fmt: skip
     qat: float = _opt(
-        0.1, "Fraction of --iters spent on quantization-aware fine-tuning.", lo=0.0, hi=1.0,
+        0.1, "Fraction of --iters spent on quantization-aware fine-tuning (latent: on rounded "
+        "latents).", lo=0.0, hi=1.0,
         hi_open=True,
     )  # fmt: skip
     qat_lr: float = _opt(

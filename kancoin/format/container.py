@@ -16,7 +16,7 @@ import numpy as np
 
 from kancoin import bitfields
 from kancoin.errors import KancoinError
-from kancoin.format import entropy, limits
+from kancoin.format import context, limits
 from kancoin.format.entropy import EntropyModel
 from kancoin.format.layout import (
     CODINGS,
@@ -169,7 +169,7 @@ def write_bytes(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
         payload_bytes = None
     else:
         stream.append(bitstring.Bits((-stream.len) % 8))
-        coded = entropy.encode(qtensors, header.tensor_bits, list(header.emodels))
+        coded = context.encode_stream(header, qtensors)
         body = stream.tobytes() + coded
         payload_bytes = len(coded)
     data = body + zlib.crc32(body).to_bytes(4, "big")
@@ -284,10 +284,9 @@ def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
             flats.append(_unpack_uints(raw, n, b))
             offset += n * b
     else:
-        models = list(header.emodels)
         try:
-            flats = entropy.decode(checked.stream, sizes, header.tensor_bits, models)
-            again = entropy.encode(flats, header.tensor_bits, models)
+            flats = context.decode_stream(header, checked.stream, sizes)
+            again = context.encode_stream(header, flats)
         except Exception as e:  # the CRC matched, so this is a bad file from a bad encoder
             raise KancoinError(f"cannot decode the range-coded payload ({e})") from None
         if again != checked.stream:

@@ -168,3 +168,31 @@ def model_bits(q: np.ndarray, m: EntropyModel, bits: int) -> float:
     # 24-bit fixed-point probability (an outlier costs ≤ 24 bits, not the tail's −log2)
     p = np.array([max((cdf(v + 0.5) - cdf(v - 0.5)) / total, _LEAK) for v in values])
     return float(-(counts * np.log2(p)).sum())
+
+
+# -- the pieces of a stream, for a family that codes some tensors with models of its own ------
+
+
+def new_encoder():
+    """An empty range encoder (``encode_with``, then ``finish``)."""
+    return _constriction().stream.queue.RangeEncoder()
+
+
+def encode_with(enc, q: np.ndarray, bits: int, m: EntropyModel) -> None:
+    """Append one tensor's integers to ``enc`` with its model."""
+    if q.size:
+        enc.encode(q.ravel().astype(np.int32), _model(m, bits))
+
+
+def finish(enc) -> bytes:
+    return _words_to_bytes(enc.get_compressed())
+
+
+def new_decoder(data: bytes):
+    return _constriction().stream.queue.RangeDecoder(_bytes_to_words(data))
+
+
+def decode_with(dec, n: int, bits: int, m: EntropyModel) -> np.ndarray:
+    """The next ``n`` integers of ``dec`` under model ``m``, flat uint32."""
+    vals = dec.decode(_model(m, bits), n) if n else np.zeros(0, np.int32)
+    return np.asarray(vals).astype(np.uint32)

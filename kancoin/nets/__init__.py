@@ -32,6 +32,7 @@ class Entry:
     arch_id: int
     label: str
     target: str
+    weights_only: bool = True  # the file stores only the network (the studies' families)
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -47,9 +48,11 @@ def register(entry: Entry) -> Entry:
 
 register(Entry("kan", 0, "KAN", "kancoin.nets.kan.family:KanFamily"))
 register(Entry("siren", 1, "SIREN", "kancoin.nets.siren:SirenFamily"))
-register(Entry("latent", 2, "latent KAN", "kancoin.nets.latent:LatentFamily"))
+register(Entry("latent", 2, "latent KAN", "kancoin.nets.latent:LatentFamily", weights_only=False))
 
 ARCHS: tuple[str, ...] = tuple(_ENTRIES)
+# the families a weights-only study (sweep, quantization study) runs on
+WEIGHT_ARCHS: tuple[str, ...] = tuple(e.name for e in _ENTRIES.values() if e.weights_only)
 
 
 def entries() -> tuple[Entry, ...]:
@@ -108,6 +111,7 @@ def render(model: nn.Module, spec: NetSpec, height: int, width: int, device: Any
 
 
 __all__ = [
-    "ARCHS", "Entry", "NetSpec", "Overrides", "build", "entries", "export_arrays", "families",
-    "family", "family_by_id", "family_of", "load_arrays", "register", "render",
+    "ARCHS", "WEIGHT_ARCHS", "Entry", "NetSpec", "Overrides", "build", "entries",
+    "export_arrays", "families", "family", "family_by_id", "family_of", "load_arrays",
+    "register", "render",
 ]  # fmt: skip

@@ -70,6 +70,12 @@ class NetFamily:
         contradict each other."""
         raise NotImplementedError
 
+    def context_layout(self, spec: NetSpec) -> tuple[int, int, int] | None:
+        """(index of the context-scales tensor, index of the first context-coded grid, number
+        of grids) when the file codes grids with the causal context model
+        (``format.context``); None: every tensor has its own model."""
+        return None
+
     def paid_numbers(self, spec: NetSpec) -> int:
         """Stored numbers a range-coded payload must pay for (at least ``limits.MIN_CODED_BITS``
         each): a short payload cannot ask for millions of symbols."""

@@ -40,7 +40,7 @@ from kancoin.format.container import CODINGS
 from kancoin.format.quant import MAX_BITS, MIN_BITS
 from kancoin.imageio import load_image
 from kancoin.metrics import psnr
-from kancoin.nets import ARCHS, NetSpec, build, family
+from kancoin.nets import WEIGHT_ARCHS, NetSpec, build, family
 
 ROW_FIELDS = (
     "image", "arch", "architecture", "params", "bits", "coding", "file_bytes", "bpp", "psnr",
@@ -59,7 +59,7 @@ ProgressFactory = Callable[[str], AbstractContextManager[ProgressFn | None]]
 class StudyConfig:
     bpp: float = 0.3  # target of the rate control that sizes each network
     iters: int = 3_000  # float training steps per (image, arch)
-    archs: tuple[str, ...] = ARCHS
+    archs: tuple[str, ...] = WEIGHT_ARCHS
     bits: tuple[int, ...] = tuple(range(4, 17))
     seed: int = 0
     threads: int | None = None
@@ -99,8 +99,8 @@ def parse_bits(text: str) -> tuple[int, ...]:
 def check_archs(archs: Iterable[str]) -> tuple[str, ...]:
     archs = tuple(dict.fromkeys(a.strip().lower() for a in archs))  # unique, in order
     for a in archs:
-        if a not in ARCHS:
-            raise KancoinError(f"unknown --arch {a!r} ({' or '.join(ARCHS)})")
+        if a not in WEIGHT_ARCHS:
+            raise KancoinError(f"--arch {a!r}: the study runs on {' or '.join(WEIGHT_ARCHS)}")
     if not archs:
         raise KancoinError("give at least one --arch")
     return archs

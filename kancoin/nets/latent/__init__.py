@@ -37,6 +37,9 @@ HEADER_FIELDS = (
     Field("spline_order", "uint:3", 1, 7, since=SINCE, default=3, doc="B-spline order k"),
     Field("grid_bound", "floatbe:32", 1e-3, 1e6, since=SINCE, default=1.0,
           doc="the synthesis grid covers [−grid_bound, grid_bound]"),
+    Field("context", "uint:3", 0, 7, since=SINCE, default=0,
+          doc="latent contexts K: 0, one Laplace per grid (its header model); K ≥ 2, a scale "
+              "per grid and context min(|left| + |up|, K − 1), a stored (L, K) tensor"),
 )  # fmt: skip
 
 
@@ -55,6 +58,7 @@ class LatentSpec(NetSpec):
     grid_size: int = 5
     spline_order: int = 3
     grid_bound: float = 2.0
+    context: int = 4
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -63,6 +67,8 @@ class LatentSpec(NetSpec):
         object.__setattr__(self, "grid_bound", float(np.float32(self.grid_bound)))
         if not 1 <= self.levels <= MAX_LEVELS:
             raise ValueError(f"levels must be in 1..{MAX_LEVELS}")
+        if self.context == 1 or not 0 <= self.context <= 7:
+            raise ValueError("context must be 0 or 2..7")
 
     @property
     def levels(self) -> int:
@@ -84,14 +90,17 @@ class LatentSpec(NetSpec):
         ]
 
     @property
-    def n_latent_tensors(self) -> int:
-        return self.levels
+    def first_grid(self) -> int:
+        """Index of the first grid among the stored tensors (after the context scales)."""
+        return 1 if self.context else 0
 
     def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Stored tensors in file order: the grids (finest first), then the synthesis."""
-        shapes: list[tuple[str, tuple[int, ...]]] = [
-            (f"latents.{lv}", s) for lv, s in enumerate(self.grid_shapes)
-        ]
+        """Stored tensors in file order: the context scales (L, K) if any, the grids (finest
+        first), then the synthesis."""
+        shapes: list[tuple[str, tuple[int, ...]]] = []
+        if self.context:
+            shapes.append(("context_scales", (self.levels, self.context)))
+        shapes += [(f"latents.{lv}", s) for lv, s in enumerate(self.grid_shapes)]
         for n, (i, o) in enumerate(self.layer_dims()):
             shapes += [(f"synthesis.{n}.{t}", s) for t, s in self.layer_tensors(i, o)]
         return shapes
@@ -102,13 +111,15 @@ class LatentSpec(NetSpec):
 
     @property
     def n_synthesis(self) -> int:
+        """Stored numbers other than the grids (the synthesis and the context scales)."""
         return self.n_params - self.n_latents
 
     def describe(self) -> str:
         w = "-".join(str(x) for x in self.widths)
+        ctx = f", {self.context} contexts" if self.context else ""
         return (
-            f"{self.levels} latent grids (1/1…1/{1 << (self.levels - 1)}), KAN synthesis {w}, "
-            f"grid {self.grid_size}, order {self.spline_order}"
+            f"{self.levels} latent grids (1/1…1/{1 << (self.levels - 1)}{ctx}), KAN synthesis "
+            f"{w}, grid {self.grid_size}, order {self.spline_order}"
         )
 
     def as_dict(self) -> dict:
@@ -119,6 +130,7 @@ class LatentSpec(NetSpec):
             "grid_size": self.grid_size,
             "spline_order": self.spline_order,
             "grid_bound": self.grid_bound,
+            "context": self.context,
         }
 
 
@@ -154,6 +166,7 @@ class LatentFamily(NetFamily):
             "grid_size": spec.grid_size,
             "spline_order": spec.spline_order,
             "grid_bound": spec.grid_bound,
+            "context": spec.context,
         }
 
     def spec_from_values(
@@ -162,6 +175,7 @@ class LatentFamily(NetFamily):
         return LatentSpec(
             widths, height=image[0], width=image[1], grid_size=values["grid_size"],
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
+            context=values["context"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -228,6 +242,10 @@ class LatentFamily(NetFamily):
         # The grids' size follows from the image's (bounded by the pixel limit), and they may
         # code far below a bit per value: only the synthesis must be paid for by the payload.
         return spec.n_synthesis
+
+    # -- the stream -------------------------------------------------------------------------
+    def context_layout(self, spec: NetSpec) -> tuple[int, int, int] | None:
+        return (0, 1, spec.levels) if spec.context else None
 
     # -- decoding ---------------------------------------------------------------------------
     def decode_pixels(

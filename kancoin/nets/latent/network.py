@@ -89,18 +89,14 @@ class LatentNet(nn.Module):
         return out
 
     def export_arrays(self) -> list[np.ndarray]:
-        with torch.no_grad():
-            grids = [
-                (torch.round(y) * s).float().cpu().numpy() for y, s in zip(self.latents, self.steps)
-            ]
-        return grids + self.synthesis_arrays()
+        raise NotImplementedError("the latent encoder writes its files (kancoin.codec.latent)")
 
     def load_arrays(self, arrays: list[np.ndarray]) -> None:
-        levels = self.spec.levels
+        first, levels = self.spec.first_grid, self.spec.levels
         with torch.no_grad():
-            for y, a, s in zip(self.latents, arrays[:levels], self.steps):
+            for y, a, s in zip(self.latents, arrays[first : first + levels], self.steps):
                 y.copy_(torch.from_numpy(np.asarray(a) / s))
-            it = iter(arrays[levels:])
+            it = iter(arrays[first + levels :])
             for layer in self.synthesis.layers:
                 layer.base_weight.copy_(torch.from_numpy(next(it)))
                 layer.load_stored("spline_coef", torch.from_numpy(next(it)))

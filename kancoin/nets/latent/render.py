@@ -24,7 +24,7 @@ def _kernels():
 def synthesis_tables(spec, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per synthesis layer: (decoding table, bias) from the stored tensors (file order)."""
     out = []
-    it = iter(arrays[spec.levels :])
+    it = iter(arrays[spec.first_grid + spec.levels :])
     for _, o in spec.layer_dims():
         base, coef, bias = next(it), next(it), next(it)
         pad = padded_outputs(o) if spec.spline_order == 3 else o
@@ -46,7 +46,8 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16) -> np.ndarray:
     features are held at once (rows of the image)."""
     k = _kernels()
     h, w = spec.height, spec.width
-    grids = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays[: spec.levels]]
+    first = spec.first_grid
+    grids = [np.ascontiguousarray(a, np.float32) for a in arrays[first : first + spec.levels]]
     # each level interpolated along y once (H × w_l, small); along x per chunk of rows
     rows = [None]
     col_taps = [None]

@@ -1,0 +1,48 @@
+"""Encode one image with the latent family under several settings; one JSON line per run.
+
+    python scripts/latent_runs.py IMAGE SETTING_JSON...
+
+Each SETTING_JSON holds encoder options (``kancoin.codec.options.EncodeOptions``) and, under
+"recipe", fields of ``kancoin.codec.latent.LatentRecipe``, e.g.
+
+    python scripts/latent_runs.py data/kodim23.png '{"bpp": 0.3, "iters": 1500}' \
+        '{"bpp": 0.3, "iters": 1500, "recipe": {"lr": 0.05}}'
+
+Every figure is the written file's: PSNR of its decode, bpp of its size (docs/research/latent.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from kancoin.codec.latent import LatentRecipe, encode_latent
+from kancoin.codec.options import EncodeOptions
+from kancoin.imageio import load_image
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    pixels, _ = load_image(argv[0])
+    for text in argv[1:]:
+        setting = json.loads(text)
+        recipe = LatentRecipe(**setting.pop("recipe", {}))
+        opts = EncodeOptions(arch="latent", **{"device": "cpu", **setting})
+        t0 = time.perf_counter()
+        res = encode_latent(pixels, opts, recipe=recipe)
+        d = res.as_dict()
+        row = {
+            "setting": text, "psnr": d["psnr"], "bpp": round(d["bpp"], 4),
+            "seconds": round(time.perf_counter() - t0, 1), "step_ms": d["step_ms"],
+            "lmbda": d["lmbda"], "deadzone": d["deadzone"],
+            "synthesis_bits": d["synthesis_bits"],
+            "payload_bits_estimated": d["payload_bits_estimated"],
+            "payload_bits_coded": 8 * d["payload_bytes"], "architecture": d["architecture"],
+        }  # fmt: skip
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
