@@ -3,8 +3,8 @@ process under a memory cap; prints a summary (or one JSON object with --json).
 
     python scripts/fuzz_decode.py [--mutants 10000] [--seed 0] [--json] [--memory-mib 1024]
 
-Seeds: the golden files (formats 1-5, fixed and range-coded). Mutants, with the CRC recomputed
-so they reach the parser's later checks:
+Seeds: the golden files (formats 1-6, fixed and range-coded, KAN and latent). Mutants, with
+the CRC recomputed so they reach the parser's later checks:
 - ``field``: one header field set to a value at or past its limits (lo, hi, 0, the largest its
   bits hold), found from the format's own field tables;
 - ``flip``: 1-4 random bits flipped in the header;

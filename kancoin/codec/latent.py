@@ -162,7 +162,7 @@ def train(
             grids.append(yq * model.steps[lv])
             scale = fitted_scale(y, spec.context)
             if recipe.crop:
-                f = 1 << lv
+                f = 1 << (spec.first_level + lv)
                 rows, cols = slice(r0 // f, -(-(r0 + ch) // f)), slice(c0 // f, -(-(c0 + cw) // f))
                 yq = yq[rows, cols]
                 scale = scale[rows, cols] if scale.dim() else scale

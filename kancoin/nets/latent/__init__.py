@@ -37,6 +37,8 @@ HEADER_FIELDS = (
     Field("spline_order", "uint:3", 1, 7, since=SINCE, default=3, doc="B-spline order k"),
     Field("grid_bound", "floatbe:32", 1e-3, 1e6, since=SINCE, default=1.0,
           doc="the synthesis grid covers [−grid_bound, grid_bound]"),
+    Field("first_level", "uint:3", 0, 7, since=SINCE, default=0,
+          doc="the finest grid's level f: grid i is ceil(H/2^(f+i)) × ceil(W/2^(f+i))"),
     Field("context", "uint:3", 0, 7, since=SINCE, default=0,
           doc="latent contexts K: 0, one Laplace per grid (its header model); K ≥ 2, a scale "
               "per grid and context min(|left| + |up|, K − 1), a stored (L, K) tensor"),
@@ -59,6 +61,7 @@ class LatentSpec(NetSpec):
     spline_order: int = 3
     grid_bound: float = 2.0
     context: int = 4
+    first_level: int = 1
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -80,7 +83,8 @@ class LatentSpec(NetSpec):
 
     @property
     def grid_shapes(self) -> list[tuple[int, int]]:
-        return [level_shape(self.height, self.width, lv) for lv in range(self.levels)]
+        f = self.first_level
+        return [level_shape(self.height, self.width, f + i) for i in range(self.levels)]
 
     def layer_tensors(self, i: int, o: int) -> list[tuple[str, tuple[int, ...]]]:
         return [
@@ -118,7 +122,8 @@ class LatentSpec(NetSpec):
         w = "-".join(str(x) for x in self.widths)
         ctx = f", {self.context} contexts" if self.context else ""
         return (
-            f"{self.levels} latent grids (1/1…1/{1 << (self.levels - 1)}{ctx}), KAN synthesis "
+            f"{self.levels} latent grids (1/{1 << self.first_level}…"
+            f"1/{1 << (self.first_level + self.levels - 1)}{ctx}), KAN synthesis "
             f"{w}, grid {self.grid_size}, order {self.spline_order}"
         )
 
@@ -131,11 +136,14 @@ class LatentSpec(NetSpec):
             "spline_order": self.spline_order,
             "grid_bound": self.grid_bound,
             "context": self.context,
+            "first_level": self.first_level,
         }
 
 
 # Measured on kodim23 and kodim05 (docs/research/latent.md).
 DEFAULT_LEVELS = 7
+# 1/2 … 1/128: a trained kodim23 file at 0.3 bpp left its full-resolution grid all zeros
+DEFAULT_FIRST_LEVEL = 1
 DEFAULT_HIDDEN = (16,)
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
@@ -167,6 +175,7 @@ class LatentFamily(NetFamily):
             "spline_order": spec.spline_order,
             "grid_bound": spec.grid_bound,
             "context": spec.context,
+            "first_level": spec.first_level,
         }
 
     def spec_from_values(
@@ -175,7 +184,7 @@ class LatentFamily(NetFamily):
         return LatentSpec(
             widths, height=image[0], width=image[1], grid_size=values["grid_size"],
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
-            context=values["context"],
+            context=values["context"], first_level=values["first_level"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -210,14 +219,14 @@ class LatentFamily(NetFamily):
         by the budget (the rate goes to the latents through λ); refused when the synthesis
         alone (at ``bpw`` coded bits per weight) would not fit the budget."""
         levels = ov.levels or DEFAULT_LEVELS
-        levels = max(1, min(levels, _useful_levels(height, width)))
+        levels = max(1, min(levels, _useful_levels(height, width, DEFAULT_FIRST_LEVEL)))
         budget = int(bpp * height * width // 8)
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
             return LatentSpec(
                 (levels, *hidden, channels), height=height, width=width,
                 grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
-                grid_bound=DEFAULT_BOUND,
+                grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL,
             )  # fmt: skip
 
         if ov.width is not None or ov.depth is not None:
@@ -262,9 +271,10 @@ class LatentFamily(NetFamily):
         return float(per_pixel) * height * width, 4 * (spec.levels + 3 * widest)
 
 
-def _useful_levels(height: int, width: int) -> int:
-    """Levels whose grid is at least 2×2... at most MAX_LEVELS."""
+def _useful_levels(height: int, width: int, first: int) -> int:
+    """Grids from level ``first`` on whose grid is at least 2×2 (at least one, at most
+    MAX_LEVELS)."""
     n = 1
-    while n < MAX_LEVELS and min(level_shape(height, width, n)) >= 2:
+    while n < MAX_LEVELS and min(level_shape(height, width, first + n)) >= 2:
         n += 1
     return n

@@ -29,15 +29,17 @@ class LatentNet(nn.Module):
         )
         with torch.no_grad():  # start at mid-grey
             self.synthesis.layers[-1].bias.fill_(0.5)
-        self._taps = [None] + [
+        # per grid, its 4-tap tables to the pixel grid (None: the grid is the pixel grid)
+        self._taps = [
+            None if (h, w) == (spec.height, spec.width) else
             tuple(torch.from_numpy(a) for a in (*taps(spec.height, h), *taps(spec.width, w)))
-            for h, w in spec.grid_shapes[1:]
-        ]
+            for h, w in spec.grid_shapes
+        ]  # fmt: skip
 
     def to(self, *args, **kwargs):  # the tap tables follow the module
         out = super().to(*args, **kwargs)
         dev = self.latents[0].device
-        self._taps = [None] + [tuple(t.to(dev) for t in tp) for tp in self._taps[1:]]
+        self._taps = [None if tp is None else tuple(t.to(dev) for t in tp) for tp in self._taps]
         return out
 
     def features(
@@ -47,8 +49,11 @@ class LatentNet(nn.Module):
         rows × cols (row-major), differentiable."""
         r0, r1 = rows
         c0, c1 = cols
-        out = [grids[0][r0:r1, c0:c1].reshape(-1)]
-        for lv in range(1, len(grids)):
+        out = []
+        for lv in range(len(grids)):
+            if self._taps[lv] is None:
+                out.append(grids[lv][r0:r1, c0:c1].reshape(-1))
+                continue
             iy, wy, ix, wx = self._taps[lv]
             iy, wy, ix, wx = iy[r0:r1].long(), wy[r0:r1], ix[c0:c1].long(), wx[c0:c1]
             g = grids[lv]
@@ -65,8 +70,11 @@ class LatentNet(nn.Module):
         backward is an index_add, much cheaper than advanced indexing's)."""
         w = self.spec.width
         r, c = idx // w, idx % w
-        out = [grids[0].reshape(-1).index_select(0, idx)]
-        for lv in range(1, len(grids)):
+        out = []
+        for lv in range(len(grids)):
+            if self._taps[lv] is None:
+                out.append(grids[lv].reshape(-1).index_select(0, idx))
+                continue
             iy, wy, ix, wx = self._taps[lv]
             g = grids[lv]
             flat = (iy[r].long() * g.shape[1])[:, :, None] + ix[c].long()[:, None, :]

@@ -49,9 +49,12 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16) -> np.ndarray:
     first = spec.first_grid
     grids = [np.ascontiguousarray(a, np.float32) for a in arrays[first : first + spec.levels]]
     # each level interpolated along y once (H × w_l, small); along x per chunk of rows
-    rows = [None]
-    col_taps = [None]
-    for g in grids[1:]:
+    rows, col_taps = [], []
+    for g in grids:
+        if g.shape == (h, w):  # already on the pixel grid
+            rows.append(None)
+            col_taps.append(None)
+            continue
         iy, wy = taps(h, g.shape[0])
         r = np.empty((h, g.shape[1]), np.float32)
         k.upsample_rows(g, iy, wy, r)
@@ -64,9 +67,11 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16) -> np.ndarray:
     for r0 in range(0, h, step):
         n = min(step, h - r0)
         f = feats[: n * w]
-        k.copy_rows(grids[0], f, 0, r0, n)
-        for lv in range(1, spec.levels):
-            ix, wx = col_taps[lv]
-            k.upsample_cols(rows[lv], ix, wx, f, lv, r0, n)
+        for lv in range(spec.levels):
+            if rows[lv] is None:
+                k.copy_rows(grids[lv], f, lv, r0, n)
+            else:
+                ix, wx = col_taps[lv]
+                k.upsample_cols(rows[lv], ix, wx, f, lv, r0, n)
         out[r0 * w : (r0 + n) * w] = k.to_uint8(synthesize(spec, tables, f))
     return out.reshape(h, w, spec.channels)
