@@ -10,8 +10,6 @@ in a fixed order (``kernels``), so both interpolate with the same weights.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 _A = -0.75  # Keys' cubic convolution parameter (PyTorch, OpenCV)
@@ -27,29 +25,16 @@ def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
     return [level_shape(height, width, lv) for lv in range(levels)]
 
 
-def _cubic(t: float) -> tuple[float, float, float, float]:
-    """Keys' weights of the 4 samples around a point at fraction t in [0, 1) past the second."""
-    a = _A
-
-    def near(x: float) -> float:  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: float) -> float:  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
-
-
 def taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """One axis's interpolation from ``n_in`` to ``n_out`` samples: source indices int32
     (n_out, 4) and weights float32 (n_out, 4) (computed in float64, then rounded once)."""
-    idx = np.empty((n_out, 4), np.int32)
-    wt = np.empty((n_out, 4), np.float32)
-    scale = n_in / n_out
-    for d in range(n_out):
-        src = scale * (d + 0.5) - 0.5
-        i0 = math.floor(src)
-        for k, w in enumerate(_cubic(src - i0)):
-            idx[d, k] = min(max(i0 - 1 + k, 0), n_in - 1)
-            wt[d, k] = w
-    return idx, wt
+    a = _A
+    src = (n_in / n_out) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5
+    i0 = np.floor(src)
+    t = src - i0
+    x = np.stack([t + 1, t, 1 - t, 2 - t], axis=1)  # distances to the 4 samples
+    near = ((a + 2) * x - (a + 3)) * x * x + 1  # |x| <= 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # 1 < |x| < 2
+    wt = np.where((np.arange(4) == 1) | (np.arange(4) == 2), near, far)
+    idx = np.clip(i0[:, None].astype(np.int64) - 1 + np.arange(4), 0, n_in - 1)
+    return idx.astype(np.int32), wt.astype(np.float32)

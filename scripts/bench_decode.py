@@ -1,0 +1,60 @@
+"""Decode speed of .kc files: in-process (``decode_bytes``, median of --repeat, after one
+warm-up) and the whole ``kancoin decode`` process (median wall time), per file.
+
+    python scripts/bench_decode.py FILE.kc... [--repeat 5] [--threads N]
+
+Say which machine and how loaded it was when you quote the figures (docs/speed.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    args = ap.parse_args()
+    import numba
+
+    from kancoin.codec.decode import decode_bytes
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    for path in args.files:
+        data = path.read_bytes()
+        decode_bytes(data)  # warm-up: numba's cached kernels load
+        inproc = [decode_bytes(data).seconds for _ in range(args.repeat)]
+        walls = []
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.png"
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "kancoin", "decode", str(path), str(out), "--force",
+                     "--quiet"],
+                    check=True,
+                )  # fmt: skip
+                walls.append(time.perf_counter() - t0)
+        d = decode_bytes(data)
+        h = d.header
+        row = {
+            "file": str(path), "arch": h.spec.arch, "size": f"{h.width}x{h.height}",
+            "in_process_s": round(statistics.median(inproc), 3),
+            "process_s": round(statistics.median(walls), 3),
+            "numba_threads": numba.get_num_threads(),
+        }  # fmt: skip
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
