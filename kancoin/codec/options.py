@@ -177,8 +177,12 @@ class EncodeOptions:
         return default, f.metadata["info"], f.type
 
     def replace(self, **changes: Any) -> EncodeOptions:
-        if "effort" in changes and "iters" not in changes:
-            changes["iters"] = None  # the new preset's steps
+        if "iters" not in changes:
+            preset = family(self.arch).effort_iters[self.effort]
+            if "effort" in changes or ("arch" in changes and self.iters == preset):
+                # the new preset's (or the new family's preset's) steps: iters that are the
+                # preset's follow it, as if not given
+                changes["iters"] = None
         return replace(self, **changes)
 
     @property
