@@ -79,3 +79,24 @@ def reference_decode(data: bytes) -> np.ndarray:
     with torch.no_grad():
         out = model(coords)
     return torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(h, w, -1).numpy()
+
+
+# --- each test on the same thread counts ------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _thread_counts():
+    """Every test starts on numba's every thread and torch's one: an encode sets both for the
+    whole process (``codec.runtime.configure``), so without this a test would run on what the
+    last encode before it chose (after a one-thread encode, the kernels on one chunk). numba on
+    every core: the kernels split their batches into chunks as in an encode; torch on one: the
+    suite's tensors are small (the encoder's own choice for a B-spline KAN), and a decode renders
+    on one (``runtime.torch_threads``)."""
+    import sys
+
+    numba, torch = sys.modules.get("numba"), sys.modules.get("torch")
+    if numba is not None and numba.get_num_threads() != numba.config.NUMBA_NUM_THREADS:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    yield
