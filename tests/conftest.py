@@ -100,3 +100,33 @@ def _thread_counts():
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
     yield
+
+
+# --- the numba kernels of a clean checkout compile beside a full run (tests/numba_warmup.py) ---
+
+_WARMUP: list = []
+
+
+def pytest_collection_finish(session) -> None:
+    """A full run (not a few selected tests) starts the kernels' warm-up in a second process:
+    in a clean checkout their first compile is shared with the second core. Off with
+    KANCOIN_TEST_WARMUP=0."""
+    import os
+    import subprocess
+    import sys
+
+    if len(session.items) < 100 or os.environ.get("KANCOIN_TEST_WARMUP", "1") == "0":
+        return
+    quiet = subprocess.DEVNULL
+    script = str(ROOT / "tests" / "numba_warmup.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    _WARMUP.append(
+        subprocess.Popen([sys.executable, script], stdin=quiet, stdout=quiet, stderr=quiet, env=env)
+    )
+
+
+def pytest_sessionfinish(session) -> None:
+    for proc in _WARMUP:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
