@@ -1,0 +1,110 @@
+"""KAN against MLP synthesis in the latent family, at equal parameters (so about equal bytes)
+and equal steps, on one image at one rate.
+
+    python scripts/latent_synthesis.py IMAGE [--bpp 0.3] [--iters 1500]
+
+Both are trained by the latent encoder's ``train`` (the same grids, rate in the loss, λ to the
+same budget). The MLP (GELU) has no file format, so neither result is a file: each is measured
+the same way, from parts that are real — the grids range-coded with the file's context model,
+the synthesis's weights quantized at 9 bits and range-coded as a file codes them, the header
+of the KAN file — and the PSNR of the synthesis (quantized weights) on the rounded grids,
+8-bit output; the KAN's figures are its real file's (written and decoded). λ steers both to
+the same budget, with no last-byte fitting. Prints one JSON line per synthesis
+(docs/research/latent.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from kancoin.codec.decode import decode_bytes
+from kancoin.codec.encode import plan
+from kancoin.codec.latent import LatentRecipe, rounded, serialise, train
+from kancoin.codec.options import EncodeOptions
+from kancoin.format import entropy
+from kancoin.format.container import overhead_bytes
+from kancoin.format.quant import choose_params, dequantize, quantize
+from kancoin.imageio import load_image
+from kancoin.metrics import psnr
+from kancoin.nets import build
+from kancoin.nets.base import budget_bytes
+
+
+def mlp_like(n_in: int, n_out: int, params: int) -> nn.Module:
+    """A GELU MLP n_in-h-h-n_out with about ``params`` parameters."""
+    h = int((-(n_in + n_out + 2) + math.sqrt((n_in + n_out + 2) ** 2 + 4 * params)) / 2)
+    net = nn.Sequential(nn.Linear(n_in, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+                        nn.Linear(h, n_out))  # fmt: skip
+    with torch.no_grad():
+        net[-1].bias.fill_(0.5)
+    return net
+
+
+def measure(pixels, spec, model, synth: nn.Module) -> dict:
+    h, w, c = pixels.shape
+    from kancoin.codec.latent import _grids_stream
+
+    ints = rounded(model)
+    shadow = build(spec)  # a KAN file with these grids: its grids' and context scales' bytes
+    _, header, qtensors = serialise(pixels.shape, spec, shadow, ints, 9)
+    a = spec.first_grid
+
+    grid_bytes = len(_grids_stream(header, qtensors))
+    ctx_bytes = len(entropy.encode(qtensors[:a], header.tensor_bits[:a], list(header.emodels[:a])))
+    weights = [p.detach().numpy().copy() for p in synth.parameters()]
+    qps = [choose_params(wt, 9) for wt in weights]
+    ints_w = [quantize(wt, qp) for wt, qp in zip(weights, qps)]
+    models = entropy.choose_models(ints_w, [9] * len(ints_w))
+    synth_bytes = len(entropy.encode(ints_w, [9] * len(ints_w), models))
+    with torch.no_grad():  # the quantized synthesis on the rounded grids
+        for p, q, qp in zip(synth.parameters(), ints_w, qps):
+            p.copy_(torch.from_numpy(dequantize(q, qp)))
+        grids = [torch.from_numpy(g.astype(np.float32)) * s for g, s in zip(ints, model.steps)]
+        out = torch.cat([synth(model.features(grids, (r, min(h, r + 64)), (0, w)))
+                         for r in range(0, h, 64)])  # fmt: skip
+        img = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(h, w, c).numpy()
+    total = overhead_bytes(spec, 1) + ctx_bytes + grid_bytes + synth_bytes
+    return {
+        "psnr": round(psnr(img, pixels), 3), "bpp": round(8 * total / (h * w), 4),
+        "grid_bytes": grid_bytes, "synthesis_bytes": synth_bytes,
+        "synthesis_params": sum(x.size for x in weights),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("image")
+    ap.add_argument("--bpp", type=float, default=0.3)
+    ap.add_argument("--iters", type=int, default=1500)
+    args = ap.parse_args()
+    pixels, _ = load_image(args.image)
+    opts = EncodeOptions(arch="latent", bpp=args.bpp, iters=args.iters, device="cpu")
+    spec = plan(pixels.shape, opts)
+    budget = budget_bytes(args.bpp, *pixels.shape[:2])  # aimed at by λ; neither is refitted
+    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * 6 / 8
+    for kind in ("kan", "mlp"):
+        torch.manual_seed(0)
+        model = build(spec)
+        if kind == "mlp":
+            model.synthesis = mlp_like(spec.levels, spec.channels, spec.n_synthesis)
+        res = train(pixels, spec, LatentRecipe(), args.iters, torch.device("cpu"), None,
+                    budget, fixed, model=model)  # fmt: skip
+        row = {"synthesis": kind, "steps": args.iters, "seconds": round(res.seconds, 1)}
+        if kind == "kan":  # the real file
+            data, _, _ = serialise(pixels.shape, spec, model, rounded(model), 9)
+            dec = decode_bytes(data)
+            row |= {"psnr": round(psnr(dec.pixels, pixels), 3), "bpp": round(dec.bpp, 4),
+                    "synthesis_params": spec.n_synthesis, "file": True}  # fmt: skip
+        else:
+            row |= measure(pixels, spec, model, model.synthesis) | {"file": False}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
