@@ -46,6 +46,25 @@ def encoded(tmp_path_factory) -> tuple[Path, Path, dict]:
     return img, out, json.loads(res.stdout)
 
 
+@pytest.fixture(scope="session")
+def fresh_process(encoded, tmp_path_factory):
+    """The suite's one fresh decoding process (tests/fresh_process.py) on the shared encode:
+    its import and decode checks, its command line's decode to a PNG, then a fuzz run of 200
+    mutants (seed 1). (The CompletedProcess, the PNG, the .npy of its ``kancoin.decode``.)"""
+    import os
+    import subprocess
+    import sys
+
+    d = tmp_path_factory.mktemp("fresh")
+    png, npy = d / "dec.png", d / "dec.npy"
+    script = str(ROOT / "tests" / "fresh_process.py")
+    proc = subprocess.run(
+        [sys.executable, script, str(encoded[1]), str(png), str(npy), "200", "1"],
+        capture_output=True, text=True, timeout=3000, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return proc, png, npy
+
+
 def reference_decode(data: bytes) -> np.ndarray:
     """An independent decode of a .kc file: the container is parsed, but the network is
     evaluated per pixel in float64 with torch ops (the B-spline layers on efficient-kan's

@@ -118,42 +118,20 @@ def test_no_architecture_checks_outside_the_registry() -> None:
     assert not bad, bad
 
 
-_FRESH = """
-import json, sys
-import kancoin
-light = sorted(m for m in ("torch", "numba") if m in sys.modules)
-pixels = kancoin.decode(open(sys.argv[1], "rb").read())
-training = ("kancoin.codec.fit", "kancoin.codec.qat", "kancoin.codec.ratecontrol",
-            "kancoin.codec.encode", "kancoin.codec.bitalloc", "kancoin.nets.kan.fused",
-            "kancoin.nets.kan.kernels_train", "kancoin.nets.kan.sizing", "kancoin.eval",
-            "kancoin.research", "kancoin.cli")
-loaded = sorted(m for m in sys.modules if m.startswith(training))
-import numpy as np
-np.save(sys.argv[3], pixels)
-print(json.dumps({"light": light, "loaded": loaded}), flush=True)
-# then, in the same fresh process, what `python -m kancoin decode IN OUT` runs
-from kancoin.cli import main
-sys.argv = ["kancoin", "decode", sys.argv[1], sys.argv[2]]
-main()
-"""
-
-
-def test_a_fresh_process_decodes_loading_no_training_code(encoded, tmp_path: Path) -> None:
-    """In a fresh process: importing kancoin loads neither torch nor numba; decoding a file
-    (the shared encode of conftest) loads no fitting, QAT, rate control, training kernels,
-    eval or CLI module; and that process's decode and its command line's `kancoin decode` give
-    the pixels this process decodes, of exactly the PSNR the encoder reported."""
+def test_a_fresh_process_decodes_loading_no_training_code(encoded, fresh_process) -> None:
+    """In a fresh process (conftest's ``fresh_process``): importing kancoin loads neither torch
+    nor numba; decoding a file (the shared encode) loads no fitting, QAT, rate control,
+    training kernels, eval or CLI module; and that process's decode and its command line's
+    `kancoin decode` give the pixels this process decodes, of exactly the PSNR the encoder
+    reported."""
     from PIL import Image
 
     img, kc, rep = encoded
-    png, npy = tmp_path / "dec.png", tmp_path / "dec.npy"
-    proc = subprocess.run(
-        [sys.executable, "-c", _FRESH, str(kc), str(png), str(npy)], capture_output=True,
-        text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[0])
-    assert out["light"] == [] and out["loaded"] == []
+    proc, png, npy = fresh_process
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, proc.stderr[-2000:]
+    assert lines[0] == {"light": [], "loaded": []}
+    assert {"decode_status": 0} in lines, proc.stderr[-2000:]
     here = kancoin.decode(kc.read_bytes())
     assert here.shape == (40, 56, 3)
     assert np.array_equal(np.load(npy), here)
