@@ -33,10 +33,10 @@ def _save(path: Path, pixels: np.ndarray) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One study of a 32x48 crop: both architectures, 3 bit depths, 150 float steps."""
+    """One study of a 32x48 crop: both architectures, 3 bit depths, 80 float steps."""
     d = tmp_path_factory.mktemp("qs")
     img = _save(d / "img.png", crop(32, 48))
-    cfg = StudyConfig(bpp=BPP, iters=150, bits=BITS, threads=1, device="cpu")
+    cfg = StudyConfig(bpp=BPP, iters=80, bits=BITS, threads=1, device="cpu")
     return img, run_study([img], d / "out", cfg, plot=False)
 
 
