@@ -111,9 +111,21 @@ class SirenFamily(NetFamily):
         depth = ov.depth or SIREN_DEPTH
         if depth < 2:
             raise KancoinError("--depth for SIREN must be at least 2")
-        candidates = [ov.width] if ov.width else range(MAX_WIDTH, 0, -1)
-        for w in candidates:
-            spec = SirenSpec((2, *([w] * (depth - 1)), channels))
-            if size(spec) <= cap:
-                return spec
-        raise KancoinError(impossible_rate(bpp, bits, height, width, cap))
+
+        def make(w: int) -> SirenSpec:
+            return SirenSpec((2, *([w] * (depth - 1)), channels))
+
+        if ov.width:
+            w = ov.width if size(make(ov.width)) <= cap else 0
+        else:  # the file grows with the width: bisect (not thousands of widths from the top)
+            lo, hi = 0, MAX_WIDTH
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if size(make(mid)) <= cap:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            w = lo
+        if not w:
+            raise KancoinError(impossible_rate(bpp, bits, height, width, cap))
+        return make(w)
