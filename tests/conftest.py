@@ -126,15 +126,27 @@ def _thread_counts():
 _WARMUP: list = []
 
 
-def pytest_collection_finish(session) -> None:
-    """A full run (not a few selected tests) starts the kernels' warm-up in a second process:
-    in a clean checkout their first compile is shared with the second core. Off with
+def _whole_suite(config) -> bool:
+    """A run of the whole suite (``pytest``, ``pytest tests``), not of chosen tests."""
+    from pathlib import Path
+
+    if config.getoption("keyword") or config.getoption("lf", False):
+        return False
+    tests = ROOT / "tests"
+    return all(Path(a).resolve() in (tests, ROOT) for a in config.args)
+
+
+def pytest_configure(config) -> None:
+    """A run of the whole suite starts the kernels' warm-up in a second process (while this one
+    collects): in a clean checkout their first compile is shared with the second core. Off with
     KANCOIN_TEST_WARMUP=0."""
     import os
     import subprocess
     import sys
 
-    if len(session.items) < 100 or os.environ.get("KANCOIN_TEST_WARMUP", "1") == "0":
+    if os.environ.get("KANCOIN_TEST_WARMUP", "1") == "0" or not _whole_suite(config):
+        return
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller warms up
         return
     quiet = subprocess.DEVNULL
     script = str(ROOT / "tests" / "numba_warmup.py")
@@ -142,6 +154,20 @@ def pytest_collection_finish(session) -> None:
     _WARMUP.append(
         subprocess.Popen([sys.executable, script], stdin=quiet, stdout=quiet, stderr=quiet, env=env)
     )
+
+
+# Test files that run no numba kernel in this process (a clean checkout compiles none for them)
+KERNEL_FREE = (
+    "test_bdrate.py", "test_bitstream.py", "test_entropy.py", "test_eval_scale.py",
+    "test_quant.py", "test_ratecontrol.py", "test_sweep.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """With the warm-up running, the kernel-free test files go first (in their order; the others
+    keep theirs): it compiles meanwhile, and the tests after them find the kernels cached."""
+    if _WARMUP:
+        items.sort(key=lambda item: item.path.name not in KERNEL_FREE)
 
 
 def pytest_sessionfinish(session) -> None:
