@@ -146,7 +146,7 @@ def test_cli(tmp_path: Path) -> None:
     img = _save(tmp_path / "c.png", crop(32, 48))
     out = tmp_path / "study"
     args = ["quant-study", str(img), "--bpp", "4", "--out", str(out), "--threads", "1"]
-    fast = ["--iters", "40", "--arch", "kan", "--bits", "4,9", "--device", "cpu"]
+    fast = ["--iters", "20", "--arch", "kan", "--bits", "4,9", "--device", "cpu"]
     res = CliRunner().invoke(app, [*args, *fast, "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
@@ -160,7 +160,7 @@ def test_cli(tmp_path: Path) -> None:
         pass
     # a finished study is not overwritten without --force; errors come before any training
     _one_line_error(CliRunner().invoke(app, [*args, *fast]), "already holds a study")
-    again = [*args, "--iters", "40", "--arch", "kan", "--bits", "4", "--device", "cpu"]
+    again = [*args, "--iters", "20", "--arch", "kan", "--bits", "4", "--device", "cpu"]
     res = CliRunner().invoke(app, [*again, "--force", "--quiet", "--no-plot"])
     assert res.exit_code == 0 and res.stdout == "" and res.stderr == ""
     # --force replaced the study: no stale files of the first run
