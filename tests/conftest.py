@@ -156,18 +156,35 @@ def pytest_configure(config) -> None:
     )
 
 
-# Test files that run no numba kernel in this process (a clean checkout compiles none for them)
-KERNEL_FREE = (
-    "test_bdrate.py", "test_bitstream.py", "test_entropy.py", "test_eval_scale.py",
-    "test_quant.py", "test_ratecontrol.py", "test_sweep.py",
-)  # fmt: skip
+# In a whole-suite run, the test files in the order tests/numba_warmup.py compiles the kernels
+# they run (each file's own order is kept; a file not named here runs last): while the warm-up
+# compiles, the test process runs files whose kernels it has already compiled.
+KERNEL_ORDER = {
+    # no numba kernel in this process
+    **dict.fromkeys(
+        ("test_bdrate.py", "test_bitstream.py", "test_entropy.py", "test_eval_scale.py",
+         "test_quant.py", "test_ratecontrol.py", "test_sweep.py"), 0,
+    ),
+    # the table, forwards and gathers, 4-wide backward blocks, the latent decoder's upsampling
+    **dict.fromkeys(
+        ("test_bases.py", "test_bitalloc.py", "test_eval_errors.py", "test_fileio.py",
+         "test_imageio.py", "test_golden.py", "test_latent.py"), 1,
+    ),
+    # 8-wide blocks: the shared encode (conftest's encoded) and the encodes of the same size
+    **dict.fromkeys(
+        ("test_cli.py", "test_eval.py", "test_layout.py", "test_limits.py",
+         "test_quantstudy.py", "test_signals.py"), 2,
+    ),
+    "test_qat.py": 3,  # 16-wide blocks
+    "test_bench.py": 4,  # 32-wide blocks
+    "test_kan.py": 5,  # every kernel: the other orders
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """With the warm-up running, the kernel-free test files go first (in their order; the others
-    keep theirs): it compiles meanwhile, and the tests after them find the kernels cached."""
+    """With the warm-up running, the test files go in ``KERNEL_ORDER``."""
     if _WARMUP:
-        items.sort(key=lambda item: item.path.name not in KERNEL_FREE)
+        items.sort(key=lambda item: KERNEL_ORDER.get(item.path.name, len(KERNEL_ORDER)))
 
 
 def pytest_sessionfinish(session) -> None:

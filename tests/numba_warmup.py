@@ -3,12 +3,12 @@
 In a clean checkout the kernels (``cache=True``) compile on first use, one after the other in
 the test process: a good part of a first run's time. conftest starts this script when a run of
 the whole suite starts; it calls each kernel once on tiny arrays of the types the layers pass
-(so that numba compiles, and caches, the specialisation the tests run), in the order of the
-suite's first use, while the test process collects and runs the test files that need no kernel
-(conftest runs those first in such a run); the tests after them find the kernels in numba's
-cache. Where both get to a kernel, each compiles it (as without this script). The process runs
-only on otherwise idle CPU time (SCHED_IDLE, else nice 19) and checks nothing: a kernel missed
-here is compiled by the test that runs it, and a warm cache makes this a load of what is there.
+(so that numba compiles, and caches, the specialisation the tests run), in the order of
+conftest.KERNEL_ORDER: while it compiles, the test process collects, runs the test files that
+need no kernel, then those whose kernels are compiled by then, and finds them in numba's cache.
+Where both get to a kernel, each compiles it (as without this script). The process runs only
+on otherwise idle CPU time (SCHED_IDLE, else nice 19) and checks nothing: a kernel missed here
+is compiled by the test that runs it, and a warm cache makes this a load of what is there.
 ``python tests/numba_warmup.py`` runs it alone.
 """
 
@@ -90,19 +90,17 @@ def warm() -> None:
         kernels.upsample_cols(rows, ix, wx, feats, 0, 0, 6)
         kernels.copy_rows(np.zeros((6, 8), f32), feats, 1, 0, 6)
 
-    # in the order of the test process's first needs (conftest runs the test files that need
-    # no kernel first): test_bases (the core, then an encode's 4-wide backward and gathers),
-    # 32-wide blocks (test_bench), 8-wide (the shared encode), the latent decoder
-    # (test_golden), the other orders and 16-wide blocks (test_kan)
+    # in the order of conftest.KERNEL_ORDER: the core, 4-wide blocks and gathers, the latent
+    # decoder's upsampling; 8-wide blocks; 16-wide, 32-wide; the other orders
     for step in (
         core,
         lambda: cubic_backward(3),  # 4-wide blocks (1..4 outputs)
         grid_sums,
-        lambda: cubic_backward(20),  # one 32-wide block (17..32 outputs)
-        lambda: cubic_backward(8),
         latent,
-        lambda: other_order(1),
+        lambda: cubic_backward(8),  # 8-wide blocks (5..8 outputs)
         lambda: cubic_backward(12),  # 16-wide blocks (9..16 outputs, and past 32)
+        lambda: cubic_backward(20),  # one 32-wide block (17..32 outputs)
+        lambda: other_order(1),
     ):
         try:
             step()
