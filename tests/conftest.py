@@ -128,8 +128,6 @@ _WARMUP: list = []
 
 def _whole_suite(config) -> bool:
     """A run of the whole suite (``pytest``, ``pytest tests``), not of chosen tests."""
-    from pathlib import Path
-
     if config.getoption("keyword") or config.getoption("lf", False):
         return False
     tests = ROOT / "tests"
@@ -184,7 +182,8 @@ KERNEL_ORDER = {
 def pytest_collection_modifyitems(session, config, items) -> None:
     """With the warm-up running, the test files go in ``KERNEL_ORDER``."""
     if _WARMUP:
-        items.sort(key=lambda item: KERNEL_ORDER.get(item.path.name, len(KERNEL_ORDER)))
+        last = max(KERNEL_ORDER.values()) + 1
+        items.sort(key=lambda item: KERNEL_ORDER.get(item.path.name, last))
 
 
 def pytest_sessionfinish(session) -> None:
