@@ -273,3 +273,21 @@ def test_each_family_runs_its_own_preset_in_eval() -> None:
     assert (kan.options.iters, latent.options.iters) == (10_000, 3_000)
     kan, latent = make_settings([0.3], ["kan", "latent"], [], EncodeOptions(iters=500), "cpu")
     assert kan.options.iters == latent.options.iters == 500
+
+
+@pytest.mark.parametrize(
+    "option", [{"coding": "fixed"}, {"bit_alloc": "tensor"}, {"optimizer": "lbfgs"},
+               {"compile": "default"}, {"qat_lr": 0.1}, {"grid_extend": 1}, {"basis": "rbf"}],
+)  # fmt: skip
+def test_options_the_latent_encoder_does_not_use_are_refused(option: dict) -> None:
+    """Not silently ignored: one line naming the option."""
+    flag = "--" + next(iter(option)).replace("_", "-")
+    with pytest.raises(KancoinError, match=f"{flag}.*not an option of --arch latent"):
+        EncodeOptions(arch="latent", **option)
+
+
+def test_float_psnr_is_the_unquantized_synthesis_on_the_whole_image(encoded) -> None:
+    """float_psnr: the file's grids through the float synthesis on every pixel, measured apart
+    from the decoder; the file (synthesis at 9+ bits) loses little to it."""
+    _, _, res = encoded
+    assert abs(res.float_psnr - res.psnr) < 1.0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from kancoin.errors import KancoinError
 from kancoin.format import context as coding
 from kancoin.format import entropy
 from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
+from kancoin.format.context import MIN_SCALE
 from kancoin.format.context import scales_of as context_scales
 from kancoin.format.quant import MAX_BITS, MIN_BITS, QuantParams, choose_params, quantize
 from kancoin.metrics import psnr, psnr_from_mse
@@ -67,8 +68,6 @@ class LatentTrained:
     lmbda: float
     steps: int
     seconds: float
-    last_psnr: float
-    history: list = field(default_factory=list)  # (step, λ, estimated bytes)
 
 
 def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -82,7 +81,6 @@ def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log(p).sum() / LOG2
 
 
-MIN_SCALE = 0.05  # of a Laplace, integer units (the file's models have the same floor)
 
 
 def fitted_scale(y: torch.Tensor, k: int = 0) -> torch.Tensor:
@@ -140,8 +138,6 @@ def train(
     ch, cw = min(h, recipe.crop), min(w, recipe.crop)
     n_hard = iters if hard_only else int(round(iters * recipe.hard))
     control_stop = int(iters * recipe.control_until)
-    history = []
-    last = -math.inf
     for step in range(iters):
         frac = step / max(1, iters)
         lr = recipe.lr * (
@@ -182,16 +178,34 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last = psnr_from_mse(float(mse.detach()) * 255.0**2)
         control = lmbda is None and target_bytes and step < control_stop
         if control and step % recipe.control_every == 0:
-            est = estimated_latent_bits(model) / 8 + fixed_bytes
-            history.append((step, lam, est))
-            ratio = est / target_bytes
+            ratio = (estimated_latent_bits(model) / 8 + fixed_bytes) / target_bytes
             lam *= math.exp(max(-0.7, min(0.7, recipe.control_gain * math.log(ratio))))
         if progress is not None and (step % 10 == 0 or step == iters - 1):
-            progress(step + 1, iters, last)
-    return LatentTrained(model, lam, iters, time.perf_counter() - t0, last, history)
+            # the minibatch's PSNR (read only here: on CUDA a read waits for the step)
+            progress(step + 1, iters, psnr_from_mse(float(mse.detach()) * 255.0**2))
+    return LatentTrained(model, lam, iters, time.perf_counter() - t0)
+
+
+def network_psnr(model, pixels: np.ndarray, deadzone: float = 0.0) -> float:
+    """PSNR of the file's grids through the synthesis before its weights are quantized, on
+    every pixel, 8-bit output (what ``float_psnr`` reports): set against the file's PSNR, what
+    quantizing the synthesis cost. ``deadzone`` as :func:`rounded`, the file's integers."""
+    h, w, c = pixels.shape
+    dev = model.latents[0].device
+    with torch.no_grad():
+        grids = [
+            torch.from_numpy(q).to(dev, torch.float32) * s
+            for q, s in zip(rounded(model, deadzone), model.steps)
+        ]
+        rows = max(1, (1 << 16) // w)
+        out = torch.cat([
+            model.synthesize(model.features(grids, (r, min(h, r + rows)), (0, w)))
+            for r in range(0, h, rows)
+        ])  # fmt: skip
+        img = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(h, w, c)
+    return psnr(img.cpu().numpy(), pixels)
 
 
 def _grid_params(q: np.ndarray, step: float) -> QuantParams:
@@ -205,8 +219,9 @@ def _grid_params(q: np.ndarray, step: float) -> QuantParams:
 
 
 def rounded(model, deadzone: float = 0.0) -> list[np.ndarray]:
-    """The grids' integers: round half away from zero after shrinking |y| by ``deadzone``
-    (0: plain rounding; larger: more zeros, fewer bytes)."""
+    """The grids' integers: ``deadzone`` 0, plain rounding (half to even, as training rounds);
+    else sign(y) · floor(|y| + ½ − deadzone): larger, more zeros and fewer bytes; negative,
+    more values next to ½ rounded away from zero."""
     out = []
     with torch.no_grad():
         for y in model.latents:
@@ -312,7 +327,7 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
     trained = train(
         pixels, spec, recipe, opts.iters, device, opts.lmbda, target, fixed, opts.seed, progress
     )
-    model = trained.model.cpu() if device.type != "cpu" else trained.model
+    model = trained.model  # stays on its device: serialising reads it to the CPU
     train_bits = estimated_latent_bits(model)
 
     def attempt(deadzone: float, synth_bits: int):
@@ -382,7 +397,7 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
         data=data,
         decoded=decoded,
         psnr=psnr(decoded.pixels, pixels),
-        float_psnr=trained.last_psnr,
+        float_psnr=network_psnr(model, pixels, deadzone),
         qat_psnr=None,
         spec=spec,
         bits=synth_bits,

@@ -156,8 +156,14 @@ class EncodeOptions:
         check_device(self.device)
         if self.iters is None:
             object.__setattr__(self, "iters", family(self.arch).effort_iters[self.effort])
-        if self.lmbda is not None and not family(self.arch).trains_latents:
+        fam = family(self.arch)
+        if self.lmbda is not None and not fam.trains_latents:
             raise KancoinError(f"--lmbda: not an option of --arch {self.arch}")
+        for name in fam.unused_options:  # refused, never silently ignored
+            value = getattr(self, name)
+            if value != self.info(name)[0]:
+                flag = "--" + name.replace("_", "-")
+                raise KancoinError(f"{flag} {value}: not an option of --arch {self.arch}")
         if self.bit_alloc == "tensor" and self.coding == "fixed":
             raise KancoinError(
                 "--bit-alloc tensor needs --coding range (fixed coding has no slack)"

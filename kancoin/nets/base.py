@@ -44,6 +44,9 @@ class NetFamily:
     spec_type: ClassVar[type[NetSpec]] = NetSpec
     header_fields: ClassVar[tuple[Field, ...]] = ()
     default_bits: ClassVar[int] = 9  # bits of the quantization range (both codings)
+    # encoder options the family's encoder does not use: only their defaults are accepted (any
+    # other value is refused, not ignored)
+    unused_options: ClassVar[tuple[str, ...]] = ()
     range_saving: ClassVar[float] = 0.0  # coded bits per weight saved by range coding
     default_lr: ClassVar[float] = 1e-3
     override_names: ClassVar[tuple[str, ...]] = ("width", "depth")

@@ -21,7 +21,7 @@ from kancoin.bitfields import Field
 from kancoin.errors import KancoinError
 from kancoin.nets.base import NetFamily
 from kancoin.nets.latent.grids import level_shape
-from kancoin.nets.spec import NetSpec, Overrides
+from kancoin.nets.spec import NetSpec, Overrides, budget_bytes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -162,6 +162,8 @@ class LatentFamily(NetFamily):
     default_lr = 3e-2
     override_names = ("width", "depth", "grid_size", "spline_order", "levels")
     trains_latents = True
+    # its encoder (kancoin.codec.latent) range-codes, trains with Adam, has no fine-tune phase
+    unused_options = ("coding", "bit_alloc", "optimizer", "compile", "qat_lr")
     effort_iters: ClassVar[dict[str, int]] = {"fast": 1_000, "default": 3_000, "best": 10_000}
 
     # -- the file ---------------------------------------------------------------------------
@@ -220,7 +222,7 @@ class LatentFamily(NetFamily):
         alone (at ``bpw`` coded bits per weight) would not fit the budget."""
         levels = ov.levels or DEFAULT_LEVELS
         levels = max(1, min(levels, _useful_levels(height, width, DEFAULT_FIRST_LEVEL)))
-        budget = int(bpp * height * width // 8)
+        budget = budget_bytes(bpp, height, width)
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
             return LatentSpec(
