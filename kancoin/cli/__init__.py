@@ -124,6 +124,7 @@ app.command("plot")(eval_cmds.plot)
 app.command("bdrate")(eval_cmds.bdrate)
 app.command("quant-study")(research.quant_study)
 app.command("sweep")(research.sweep)
+app.command("ae-study")(research.ae_study)
 
 
 def main() -> None:
