@@ -22,7 +22,9 @@ from torch import nn
 from kancoin.errors import KancoinError
 from kancoin.nets.kan.layers import KANLinear
 
-FAMILIES = ("kan", "cnn", "mlp")
+# The autoencoder families (not the codec's network families): KAN is the reference the others
+# are matched to
+KAN, CNN, MLP = FAMILIES = ("kan", "cnn", "mlp")
 PARAM_TOLERANCE = 0.05  # "equal parameters": within 5 %
 
 
@@ -39,7 +41,7 @@ class AESize:
     backend: str = "auto"  # the KAN layer's evaluation (``KANLinear`` backends)
 
     def describe(self) -> str:
-        if self.family == "kan":
+        if self.family == KAN:
             return f"KAN {self.hidden} (grid {self.grid_size}, order {self.spline_order})"
         if self.family == "mlp":
             return f"MLP {self.hidden}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kancoin.eval.plots import _plt
-from kancoin.research.ae.models import FAMILIES
+from kancoin.research.ae.models import FAMILIES, KAN
 
 COLOURS = {"kan": "tab:red", "cnn": "tab:blue", "mlp": "tab:green"}
 MARKERS = {"paper": "o", "params": "s", "time": "^"}
@@ -48,9 +48,13 @@ def psnr_vs_params(summary: list[dict], config: dict, stem: Path) -> list[Path]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     seen = set()
+    first = config["comparisons"][0]
     for s in summary:
+        if s["family"] == KAN and s["comparison"] != first:
+            continue  # the same KAN is the reference of every comparison: drawn once
         key = (s["family"], s["comparison"])
-        label = f"{s['family'].upper()} ({s['comparison']})" if key not in seen else None
+        name = "KAN" if s["family"] == KAN else f"{s['family'].upper()} ({s['comparison']})"
+        label = name if key not in seen else None
         seen.add(key)
         ax.scatter(s["params"], s["psnr"], color=COLOURS[s["family"]],
                    marker=MARKERS[s["comparison"]], label=label, s=22)  # fmt: skip

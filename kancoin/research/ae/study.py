@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from kancoin.errors import KancoinError
+from kancoin.eval.provenance import environment
 from kancoin.fileio import write_atomic
 from kancoin.research.ae.data import AEData
 from kancoin.research.ae.models import (
     FAMILIES,
+    KAN,
     AESize,
     build,
     count_params,
@@ -250,9 +252,9 @@ def pick_backend(
 
 def _plan(cfg: AEConfig) -> list[tuple[str, str]]:
     """(comparison, family) runs per (bottleneck, seed), the KAN first (the reference)."""
-    runs = [("paper", "kan")]
+    runs = [("paper", KAN)]
     for comp in cfg.comparisons:
-        runs += [(comp, f) for f in FAMILIES if f != "kan"]
+        runs += [(comp, f) for f in FAMILIES if f != KAN]
     return runs
 
 
@@ -286,7 +288,7 @@ def run_study(
                 f, b, cfg.hidden, cfg.channels, cfg.grid_size, cfg.spline_order
             )
         if "params" in cfg.comparisons:
-            target = count_params(sizes["paper", "kan", b], shape)
+            target = count_params(sizes["paper", KAN, b], shape)
             for f in ("mlp", "cnn"):
                 sizes["params", f, b] = match_params(f, target, b, shape)
         if "time" in cfg.comparisons:
@@ -305,9 +307,9 @@ def run_study(
     b_min = min(cfg.bottlenecks)
     backend, backend_s = cfg.kan_backend, {}
     if backend == "auto":
-        backend, backend_s = pick_backend(sizes["paper", "kan", b_min], shape, tensors["train"],
+        backend, backend_s = pick_backend(sizes["paper", KAN, b_min], shape, tensors["train"],
                                           cfg)  # fmt: skip
-    sizes = {k: replace(v, backend=backend) if k[1] == "kan" else v for k, v in sizes.items()}
+    sizes = {k: replace(v, backend=backend) if k[1] == KAN else v for k, v in sizes.items()}
     for f in FAMILIES:  # first steps (a kernel's compilation, allocator warm-up) are not timed
         warm = build(sizes["paper", f, b_min], shape)
         train(warm, tensors["train"][: cfg.batch_size], cfg, 0, seconds=0.0)
@@ -329,7 +331,7 @@ def run_study(
                     else:
                         row, model = run_one(data, size, cfg, seed, epochs=cfg.epochs,
                                              tensors=tensors)  # fmt: skip
-                    if fam == "kan":
+                    if fam == KAN:
                         kan_s = row["train_s"]
                         # the reference of every comparison
                         rows += [{"comparison": c, **row} for c in cfg.comparisons]
@@ -357,23 +359,12 @@ def run_study(
             if data.labelled else None
         ),
         "kan_backend": backend, "kan_backend_step_s": backend_s,
-        "threads": torch.get_num_threads(), "environment": _environment(),
+        "threads": torch.get_num_threads(), "environment": environment(),
     }  # fmt: skip
     report = AEReport(out, rows, summary, config)
     report.written = write_outputs(report, shown, plot=plot, log=log)
     report.seconds = time.perf_counter() - t_start
     return report
-
-
-def _environment() -> dict:
-    import platform
-
-    from kancoin import __version__
-
-    return {
-        "kancoin": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-    }  # fmt: skip
 
 
 def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
