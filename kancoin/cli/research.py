@@ -12,6 +12,13 @@ import typer
 from kancoin.cli.common import Effort, Json, Quiet, err, progress_bar, run
 from kancoin.errors import KancoinError
 
+Threads = Annotated[
+    int | None, typer.Option(min=1, max=1024, help="CPU threads \\[default: all usable cores].")
+]
+StudyForce = Annotated[
+    bool, typer.Option("--force", "-f", help="Overwrite a folder that holds a study.")
+]
+
 
 def quant_study(
     images: Annotated[list[Path], typer.Argument(metavar="IMG...", help="Input images.")],
@@ -32,16 +39,12 @@ def quant_study(
     ] = "4-16",
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results/quant-study"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    threads: Annotated[
-        int | None, typer.Option(min=1, max=1024, help="CPU threads \\[default: all usable cores].")
-    ] = None,
+    threads: Threads = None,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     plot: Annotated[
         bool, typer.Option(help="Draw quant_loss.png/.svg (needs matplotlib).")
     ] = True,
-    force: Annotated[
-        bool, typer.Option("--force", "-f", help="Overwrite a folder that holds a study.")
-    ] = False,
+    force: StudyForce = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -178,13 +181,9 @@ def ae_study(
         typer.Option(help="Kodak folder for kodak-patches \\[default: as kancoin eval]."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results/ae-study"),
-    threads: Annotated[
-        int | None, typer.Option(min=1, max=1024, help="CPU threads \\[default: all usable cores].")
-    ] = None,
+    threads: Threads = None,
     plot: Annotated[bool, typer.Option(help="Draw the figures (needs matplotlib).")] = True,
-    force: Annotated[
-        bool, typer.Option("--force", "-f", help="Overwrite a folder that holds a study.")
-    ] = False,
+    force: StudyForce = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:

@@ -21,6 +21,18 @@ def _save(fig, stem: Path, svg: bool = True) -> list[Path]:
     return paths
 
 
+def _finish(plt, fig, ax, xlabel: str, title: str, stem: Path, legend_size: int = 8):
+    """Labels, grid and legend of a PSNR plot; saved and closed."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
 def psnr_vs_bottleneck(summary: list[dict], config: dict, stem: Path) -> list[Path]:
     """The ``paper`` comparison: mean PSNR ± std over seeds per family, log2 bottleneck."""
     plt = _plt()
@@ -33,14 +45,8 @@ def psnr_vs_bottleneck(summary: list[dict], config: dict, stem: Path) -> list[Pa
                         yerr=[s["psnr_std"] for s in pts], marker="o", capsize=3,
                         color=COLOURS[fam], label=label)  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bottleneck (latent values)")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title(f"{config['data']}: {config['epochs']} epochs, {config['seeds']} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    paths = _save(fig, stem)
-    plt.close(fig)
-    return paths
+    title = f"{config['data']}: {config['epochs']} epochs, {config['seeds']} seeds"
+    return _finish(plt, fig, ax, "bottleneck (latent values)", title, stem)
 
 
 def psnr_vs_params(summary: list[dict], config: dict, stem: Path) -> list[Path]:
@@ -61,14 +67,8 @@ def psnr_vs_params(summary: list[dict], config: dict, stem: Path) -> list[Path]:
         ax.annotate(str(s["bottleneck"]), (s["params"], s["psnr"]), fontsize=6,
                     xytext=(3, 2), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title(f"{config['data']}: PSNR against size (labels: bottleneck)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    paths = _save(fig, stem)
-    plt.close(fig)
-    return paths
+    title = f"{config['data']}: PSNR against size (labels: bottleneck)"
+    return _finish(plt, fig, ax, "parameters", title, stem, legend_size=7)
 
 
 def _image(x: np.ndarray) -> np.ndarray:
