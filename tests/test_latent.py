@@ -291,3 +291,13 @@ def test_float_psnr_is_the_unquantized_synthesis_on_the_whole_image(encoded) -> 
     from the decoder; the file (synthesis at 9+ bits) loses little to it."""
     _, _, res = encoded
     assert abs(res.float_psnr - res.psnr) < 1.0
+
+
+def test_an_underfull_file_takes_synthesis_bits_before_a_negative_dead_zone(encoded) -> None:
+    """Under the floor after training, finer synthesis weights (they only help) go first; the
+    dead zone rounds values away from zero (distortion) only when they are not enough."""
+    from kancoin.format.quant import MAX_BITS
+
+    _, _, res = encoded
+    assert res.extra["deadzone"] < 0  # the fixture's 200 steps leave it under the floor
+    assert res.extra["synthesis_bits"] == MAX_BITS

@@ -365,24 +365,40 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
                     lo = mid
             deadzone = hi
             data, header, qtensors = best
-        elif len(data) < FLOOR * budget:  # under: round more values away from zero (values
-            # next to ½ cost the least distortion), at most up to the budget (bisection)
-            lo, hi = -0.45, 0.0
-            cand = attempt(lo, bits)
-            if len(cand[0]) <= budget:
-                hi = lo
-            else:
-                for _ in range(12):
-                    mid = (lo + hi) / 2
-                    if len(attempt(mid, bits)[0]) <= budget:
-                        hi = mid
-                    else:
-                        lo = mid
-                cand = attempt(hi, bits)
-            deadzone = hi
-            data, header, qtensors = cand
-        if len(data) <= budget:  # spend what is left on finer synthesis weights
+        elif len(data) < FLOOR * budget:  # under: first finer synthesis weights (they only
+            # help), then round values next to ½ away from zero (the least distortion such a
+            # value can add, but some), only as far as the floor needs (bisection)
             for b in range(bits + 1, MAX_BITS + 1):
+                cand = attempt(0.0, b)
+                if len(cand[0]) > budget:
+                    break
+                data, header, qtensors = cand
+                synth_bits = b
+            if len(data) < FLOOR * budget:
+                lo, hi = -0.45, 0.0  # size falls as the dead zone grows
+                cand = attempt(lo, synth_bits)
+                if len(cand[0]) >= FLOOR * budget:
+                    for _ in range(12):  # the dead zone nearest 0 that reaches the floor
+                        mid = (lo + hi) / 2
+                        if len(attempt(mid, synth_bits)[0]) >= FLOOR * budget:
+                            lo = mid
+                        else:
+                            hi = mid
+                    cand = attempt(lo, synth_bits)
+                if len(cand[0]) > budget:  # a jump past the budget too: the fullest that fits
+                    lo, hi = lo, 0.0
+                    for _ in range(12):
+                        mid = (lo + hi) / 2
+                        if len(attempt(mid, synth_bits)[0]) <= budget:
+                            hi = mid
+                        else:
+                            lo = mid
+                    lo = hi
+                    cand = attempt(hi, synth_bits)
+                deadzone = lo
+                data, header, qtensors = cand
+        if len(data) <= budget:  # spend what is left on finer synthesis weights
+            for b in range(synth_bits + 1, MAX_BITS + 1):
                 cand = attempt(deadzone, b)
                 if len(cand[0]) > budget:
                     break
