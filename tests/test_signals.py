@@ -140,12 +140,16 @@ def test_a_signal_during_an_import_is_held_until_it_is_done(tmp_path, monkeypatc
         "LOADED = True\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    # a suite started in the background inherits SIGINT ignored, which signals_handled keeps
+    # (as a command does): this test is about a handled Ctrl-C, so it installs Python's own
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with signals_handled():
             with pytest.raises(KeyboardInterrupt):
                 __import__(name)
         assert sys.modules[name].LOADED is True
     finally:
+        signal.signal(signal.SIGINT, previous)
         sys.modules.pop(name, None)
 
 
