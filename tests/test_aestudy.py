@@ -273,3 +273,26 @@ def test_cli_end_to_end(tmp_path) -> None:
                      (["--channels", "4"], "--channels")):  # fmt: skip
         res = runner.invoke(app, [*args, "--force", *bad])
         assert res.exit_code == 1 and msg in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_an_npz_too_big_for_memory_is_refused_from_its_header(tmp_path) -> None:
+    """The shape in the .npy header is checked before any data is read (here there is none)."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (200_000, 64, 64, 3)}
+    )
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as zf:
+        zf.writestr("x.npy", header.getvalue())  # a header and no data
+    with pytest.raises(KancoinError, match="more than the study holds"):
+        ae_data.load(str(tmp_path / "big.npz"))
+
+
+def test_a_truncated_npz_is_one_clear_error(tmp_path) -> None:
+    np.savez(tmp_path / "ok.npz", x=np.zeros((4, 5, 5), np.uint8))
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KancoinError, match="not a readable .npz"):
+        ae_data.load(str(tmp_path / "cut.npz"))

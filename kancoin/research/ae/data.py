@@ -197,17 +197,33 @@ def _check_size(n_values: int, where: str) -> None:
         )
 
 
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each array's shape, read from its .npy header inside the zip (the data stays on disk)."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, _ = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, _ = np.lib.format.read_array_header_2_0(f)
+            out[info.filename[:-4]] = shape
+    return out
+
+
 def from_npz(path: Path) -> AEData:
     """``x_train``, ``x_test`` (and ``y_train``, ``y_test``) as Keras' mnist.npz and cifar10
     exports name them; or ``x`` (and ``y``), split 80/20 (stratified when labelled)."""
     try:
+        for k, shape in _npz_shapes(path).items():  # from the headers: nothing loaded yet
+            _check_size(int(np.prod(shape)), f"{path}[{k}]")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise KancoinError(f"{path}: not a readable .npz ({e})") from None
-    for k, a in arrays.items():
-        if k.startswith("x"):
-            _check_size(a.size, f"{path}[{k}]")
     if "x_train" in arrays and "x_test" in arrays:
         x_tr = _as_nchw(arrays["x_train"], f"{path}[x_train]")
         x_te = _as_nchw(arrays["x_test"], f"{path}[x_test]")
@@ -284,6 +300,7 @@ def _read_images(folder: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]
     if not files:
         raise KancoinError(f"{folder}: holds no images")
     first = load_image(files[0][0])[0]
+    _as_nchw(first[None], str(files[0][0]))  # its shape and size, before the others load
     _check_size(len(files) * first.size, str(folder))
     x = np.empty((len(files), *first.shape), np.uint8)
     for i, (p, _) in enumerate(files):

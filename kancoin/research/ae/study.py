@@ -318,7 +318,7 @@ def run_study(
     total = len(runs) * len(cfg.bottlenecks) * cfg.seeds
     rows: list[dict] = []
     shown: dict[str, np.ndarray] = {}  # smallest bottleneck, seed 0: reconstructions
-    n_done = 0
+    n_done, best = 0, -math.inf
     pick = np.linspace(0, len(data.x_test) - 1, min(N_SHOWN, len(data.x_test))).astype(int)
     with progress(f"ae-study {data.name}") if progress else nullcontext() as cb:
         for b in cfg.bottlenecks:
@@ -340,8 +340,9 @@ def run_study(
                     if comp == "paper" and b == b_min and seed == 0:
                         shown[fam] = reconstruct(model, tensors["test"][pick]).numpy()
                     n_done += 1
+                    best = max(best, row["psnr"])
                     if cb:
-                        cb(n_done, total, row["psnr"])
+                        cb(n_done, total, best)
                     if log:
                         log(f"b={b} seed {seed} {comp:6s} {row['network']}: "
                             f"{row['psnr']:.2f} dB, {row['epochs']:g} epochs, "
