@@ -301,3 +301,19 @@ def test_an_underfull_file_takes_synthesis_bits_before_a_negative_dead_zone(enco
     _, _, res = encoded
     assert res.extra["deadzone"] < 0  # the fixture's 200 steps leave it under the floor
     assert res.extra["synthesis_bits"] == MAX_BITS
+
+
+def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
+    """λ held near 0 (no rate control in training): the grids come out over the budget and the
+    dead zone trims them until the whole file fits (and fills it to the floor)."""
+    from kancoin.codec.latent import LatentRecipe, encode_latent
+
+    opts = EncodeOptions(arch="latent", bpp=0.3, iters=150, batch_size=512, device="cpu",
+                         threads=1)  # fmt: skip
+    recipe = LatentRecipe(batch=512, hard=0.1, lr=opts.resolved_lr, lmbda0=1e-7,
+                          control_until=0.0)  # fmt: skip
+    res = encode_latent(crop(128, 128), opts, recipe=recipe)
+    budget = int(0.3 * 128 * 128 // 8)
+    assert res.extra["deadzone"] > 0
+    assert 0.97 * budget <= len(res.data) <= budget
+    assert psnr(decode_bytes(res.data).pixels, crop(128, 128)) == pytest.approx(res.psnr)

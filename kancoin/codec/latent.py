@@ -81,8 +81,6 @@ def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log(p).sum() / LOG2
 
 
-
-
 def fitted_scale(y: torch.Tensor, k: int = 0) -> torch.Tensor:
     """The Laplace scale(s) the file will fit to the rounded grid, without gradients: k = 0,
     its mean |q| (the maximum-likelihood scale of a zero-mean Laplace); k ≥ 2, the same per
@@ -218,6 +216,18 @@ def _grid_params(q: np.ndarray, step: float) -> QuantParams:
     return QuantParams(float(np.float32(-(1 << (t - 1)) * s32)), float(s32), t)
 
 
+def _boundary(ok, good: float, bad: float, steps: int = 12) -> float:
+    """Bisection between a dead zone where ``ok`` holds (``good``) and one where it does not
+    (``bad``): the good one found nearest the boundary."""
+    for _ in range(steps):
+        mid = (good + bad) / 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
 def rounded(model, deadzone: float = 0.0) -> list[np.ndarray]:
     """The grids' integers: ``deadzone`` 0, plain rounding (half to even, as training rounds);
     else sign(y) · floor(|y| + ½ − deadzone): larger, more zeros and fewer bytes; negative,
@@ -351,59 +361,39 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
         trained.seconds += more.seconds
         data, header, qtensors = attempt(0.0, bits)
     if opts.lmbda is None:
-        if len(data) > budget:  # over: widen the dead zone until it fits (bisection)
-            lo, hi = 0.0, 0.5
-            best = attempt(hi, bits)
-            if len(best[0]) > budget:
+
+        sizes: dict[tuple[float, int], int] = {}
+
+        def size(dz: float, b: int) -> int:  # each candidate is written once
+            if (dz, b) not in sizes:
+                sizes[dz, b] = len(attempt(dz, b)[0])
+            return sizes[dz, b]
+
+        def finer_synthesis(dz: float, b: int):
+            """The most synthesis bits above ``b`` that still fit (they only help)."""
+            while b < MAX_BITS and size(dz, b + 1) <= budget:
+                b += 1
+            return b
+
+        if len(data) > budget:  # over: widen the dead zone until it fits
+            if size(0.5, bits) > budget:
                 raise KancoinError(f"the latents do not fit {budget} bytes; raise --bpp or --iters")
-            for _ in range(12):
-                mid = (lo + hi) / 2
-                cand = attempt(mid, bits)
-                if len(cand[0]) <= budget:
-                    hi, best = mid, cand
-                else:
-                    lo = mid
-            deadzone = hi
-            data, header, qtensors = best
-        elif len(data) < FLOOR * budget:  # under: first finer synthesis weights (they only
-            # help), then round values next to ½ away from zero (the least distortion such a
-            # value can add, but some), only as far as the floor needs (bisection)
-            for b in range(bits + 1, MAX_BITS + 1):
-                cand = attempt(0.0, b)
-                if len(cand[0]) > budget:
-                    break
-                data, header, qtensors = cand
-                synth_bits = b
-            if len(data) < FLOOR * budget:
-                lo, hi = -0.45, 0.0  # size falls as the dead zone grows
-                cand = attempt(lo, synth_bits)
-                if len(cand[0]) >= FLOOR * budget:
-                    for _ in range(12):  # the dead zone nearest 0 that reaches the floor
-                        mid = (lo + hi) / 2
-                        if len(attempt(mid, synth_bits)[0]) >= FLOOR * budget:
-                            lo = mid
-                        else:
-                            hi = mid
-                    cand = attempt(lo, synth_bits)
-                if len(cand[0]) > budget:  # a jump past the budget too: the fullest that fits
-                    lo, hi = lo, 0.0
-                    for _ in range(12):
-                        mid = (lo + hi) / 2
-                        if len(attempt(mid, synth_bits)[0]) <= budget:
-                            hi = mid
-                        else:
-                            lo = mid
-                    lo = hi
-                    cand = attempt(hi, synth_bits)
-                deadzone = lo
-                data, header, qtensors = cand
-        if len(data) <= budget:  # spend what is left on finer synthesis weights
-            for b in range(synth_bits + 1, MAX_BITS + 1):
-                cand = attempt(deadzone, b)
-                if len(cand[0]) > budget:
-                    break
-                data, header, qtensors = cand
-                synth_bits = b
+            deadzone = _boundary(lambda dz: size(dz, bits) <= budget, good=0.5, bad=0.0)
+        elif len(data) < FLOOR * budget:  # under: first finer synthesis weights, then round
+            # values next to ½ away from zero (the least distortion such a value can add, but
+            # some), only as far as the floor needs
+            synth_bits = finer_synthesis(0.0, bits)
+            if size(0.0, synth_bits) < FLOOR * budget:
+                reach = lambda dz: size(dz, synth_bits) >= FLOOR * budget  # noqa: E731
+                deadzone = -0.45  # the most it does; size falls as the dead zone grows
+                if reach(deadzone):
+                    deadzone = _boundary(reach, good=deadzone, bad=0.0)
+                if size(deadzone, synth_bits) > budget:  # past the budget too: the fullest fit
+                    fits = lambda dz: size(dz, synth_bits) <= budget  # noqa: E731
+                    deadzone = _boundary(fits, good=0.0, bad=deadzone)
+        if size(deadzone, synth_bits) <= budget:  # spend what is left on the synthesis
+            synth_bits = finer_synthesis(deadzone, synth_bits)
+        data, header, qtensors = attempt(deadzone, synth_bits)
     if opts.lmbda is None and len(data) > budget:  # cannot happen: the fits above check it
         raise RuntimeError(f"rate control wrote {len(data)} bytes over a {budget}-byte budget")
     decoded = decode_bytes(data)

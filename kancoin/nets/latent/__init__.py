@@ -150,6 +150,9 @@ DEFAULT_BOUND = 2.0
 SYNTHESIS_SHARE = 0.25  # most of a file the default synthesis may take
 
 
+MIN_GRID_BYTES = 200  # the header and the smallest useful grids, beside the synthesis
+
+
 class LatentFamily(NetFamily):
     name = "latent"
     arch_id = 2
@@ -241,10 +244,11 @@ class LatentFamily(NetFamily):
                 w -= 2
                 spec = make((w,) * len(DEFAULT_HIDDEN))
         synthesis_bytes = spec.n_synthesis * bpw / 8
-        if synthesis_bytes + 200 > budget:
+        if synthesis_bytes + MIN_GRID_BYTES > budget:
             raise KancoinError(
                 f"--bpp {bpp:g} leaves {budget} bytes on a {width}x{height} image, less than the "
-                f"synthesis network alone (~{synthesis_bytes:.0f} bytes); raise --bpp or lower "
+                f"~{synthesis_bytes + MIN_GRID_BYTES:.0f} the synthesis network (~"
+                f"{synthesis_bytes:.0f}) and the header and grids need; raise --bpp or lower "
                 "--width"
             )
         return spec
