@@ -42,6 +42,15 @@ def check_output(out: str | Path, inputs: list[str | Path] = (), force: bool = F
     return out
 
 
+def check_study_folder(out: Path, outputs: tuple[str, ...], force: bool) -> None:
+    """A study's results folder: refuse a path that is a file, or a folder holding one of a
+    finished study's ``outputs`` (unless ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise KancoinError(f"{out}: exists and is not a folder")
+    if any((out / name).exists() for name in outputs) and not force:
+        raise KancoinError(f"{out}: already holds a study (use --force to overwrite)")
+
+
 def write_atomic(path: str | Path, data: bytes, force: bool = False) -> None:
     """Write all of data or nothing: a temp file ``.NAME.<pid>.XXXXXXXX.tmp`` in the same folder,
     fsync, then publish it under ``path``. Without force an existing ``path`` is never replaced,

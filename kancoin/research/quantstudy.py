@@ -35,7 +35,7 @@ from kancoin.codec.encode import mse_ranges, plan, ptq, serialise_bytes
 from kancoin.codec.fit import FitConfig, ProgressFn, fit
 from kancoin.codec.options import EncodeOptions
 from kancoin.errors import KancoinError
-from kancoin.fileio import write_atomic
+from kancoin.fileio import check_study_folder, write_atomic
 from kancoin.format.container import CODINGS
 from kancoin.format.quant import MAX_BITS, MIN_BITS
 from kancoin.imageio import load_image
@@ -175,10 +175,6 @@ def _loss(float_psnr: float, q_psnr: float) -> float | None:
     return round(float_psnr - q_psnr, 4) + 0.0  # + 0.0: no "-0.0" in the tables
 
 
-def _has_rows(out: Path) -> bool:
-    return any((out / name).exists() for name in OUTPUT_NAMES)
-
-
 def _clear_study(out: Path) -> None:
     """Remove a previous study's outputs (and only those) from ``out``."""
     for name in (*OUTPUT_NAMES, "quant_loss.png", "quant_loss.svg"):
@@ -186,14 +182,6 @@ def _clear_study(out: Path) -> None:
     if (out / "files").is_dir():
         for f in (out / "files").glob("*.kc"):
             f.unlink()
-
-
-def check_out(out: Path, force: bool) -> None:
-    """Refuse a folder holding a finished study (unless force) or a path that is a file."""
-    if out.exists() and not out.is_dir():
-        raise KancoinError(f"{out}: exists and is not a folder")
-    if _has_rows(out) and not force:
-        raise KancoinError(f"{out}: already holds a study (use --force to overwrite)")
 
 
 def run_study(
@@ -213,7 +201,7 @@ def run_study(
         raise KancoinError("give at least one bit depth")
     if not images:
         raise KancoinError("give at least one image")
-    check_out(out, force)
+    check_study_folder(out, OUTPUT_NAMES, force)
     loaded: list[tuple[str, np.ndarray]] = []
     for src in images:
         pixels, notice = load_image(src)

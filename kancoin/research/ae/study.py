@@ -33,7 +33,7 @@ import torch
 
 from kancoin.errors import KancoinError
 from kancoin.eval.provenance import environment
-from kancoin.fileio import write_atomic
+from kancoin.fileio import check_study_folder, write_atomic
 from kancoin.research.ae.data import AEData
 from kancoin.research.ae.models import (
     FAMILIES,
@@ -258,14 +258,6 @@ def _plan(cfg: AEConfig) -> list[tuple[str, str]]:
     return runs
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse a path that is a file, or a folder holding a study (unless ``force``)."""
-    if out.exists() and not out.is_dir():
-        raise KancoinError(f"{out}: exists and is not a folder")
-    if any((out / n).exists() for n in OUTPUT_NAMES) and not force:
-        raise KancoinError(f"{out}: already holds a study (use --force to overwrite)")
-
-
 def run_study(
     data: AEData,
     out: str | Path,
@@ -279,7 +271,7 @@ def run_study(
     t_start = time.perf_counter()
     cfg.check()
     out = Path(out)
-    check_out(out, force)
+    check_study_folder(out, OUTPUT_NAMES, force)
     shape = data.sample_shape
     sizes: dict[tuple[str, str, int], AESize] = {}
     for b in cfg.bottlenecks:
