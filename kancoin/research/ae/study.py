@@ -201,12 +201,18 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
+def study_tensors(data: AEData) -> dict[str, torch.Tensor]:
+    """The splits as tensors, made once per study: train, test and the extra test sets."""
+    return {"train": _tensor(data.x_train), "test": _tensor(data.x_test),
+            **{k: _tensor(v) for k, v in data.extra.items()}}  # fmt: skip
+
+
 def run_one(
     data: AEData, size: AESize, cfg: AEConfig, seed: int, *, epochs: float | None = None,
     seconds: float | None = None, tensors: dict | None = None,
 ) -> tuple[dict, torch.nn.Module]:  # fmt: skip
     """Train one network and measure it: a row (without ``comparison``) and the model."""
-    t = tensors or {"train": _tensor(data.x_train), "test": _tensor(data.x_test)}
+    t = tensors or study_tensors(data)
     torch.manual_seed(seed)
     model = build(size, data.sample_shape)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -224,11 +230,8 @@ def run_one(
             knn_accuracy(encode(model, t["train"]), data.y_train, encode(model, t["test"]),
                          data.y_test, cfg.knn_k), 5,
         )  # fmt: skip
-    if "photos" in data.extra:
-        photos = t.get("photos")
-        if photos is None:
-            photos = _tensor(data.extra["photos"])
-        row["photos_psnr"] = round(mse_psnr(model, photos)[1], 4)
+    if "photos" in t:
+        row["photos_psnr"] = round(mse_psnr(model, t["photos"])[1], 4)
     return row, model
 
 
@@ -236,8 +239,8 @@ def pick_backend(
     size: AESize, shape: tuple[int, int, int], x: torch.Tensor, cfg: AEConfig, steps: int = 5
 ) -> tuple[str, dict[str, float]]:
     """The faster KAN layer evaluation for this size, measured: ``fused`` (the codec's numba
-    kernels, made for few wide-input edges and many pixels) or ``dense`` (a basis tensor and a
-    BLAS product, faster for wide layers). Returns the choice and the seconds per step."""
+    kernels, made for narrow layers and many pixels) or ``dense`` (a basis tensor and a BLAS
+    product, faster for wide layers). Returns the choice and the seconds per step."""
     batch = x[: cfg.batch_size]
     timing = {}
     for backend in ("fused", "dense"):
@@ -293,9 +296,7 @@ def run_study(
     except OSError as e:
         raise KancoinError(f"{out}: cannot prepare the folder ({e.strerror or e})") from None
 
-    tensors = {"train": _tensor(data.x_train), "test": _tensor(data.x_test)}
-    if "photos" in data.extra:
-        tensors["photos"] = _tensor(data.extra["photos"])
+    tensors = study_tensors(data)
     b_min = min(cfg.bottlenecks)
     backend, backend_s = cfg.kan_backend, {}
     if backend == "auto":
