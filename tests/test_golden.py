@@ -2,10 +2,11 @@
 
 tests/golden/ holds, per format version, a file and the PNG it must decode to, exactly:
 
-- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 6), range-coded, written by
+- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 7), range-coded, written by
   the KAN encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
   data/kodim23.png; ``tiny_latent.kc`` / ``tiny_latent_decoded.png``: the same crop, 40x48,
-  by the latent encoder. If the format or the decoder changes on purpose, regenerate them with
+  by the latent encoder (its grids coded with the predictor). If the format or the decoder
+  changes on purpose, regenerate them with
 
       KANCOIN_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 
@@ -14,8 +15,9 @@ tests/golden/ holds, per format version, a file and the PNG it must decode to, e
   so a regeneration cannot pin a wrong decode.
 - ``tiny_v1.kc`` (kancoin 0.1: fixed-width payload), ``tiny_v2.kc`` (0.2: range-coded),
   ``tiny_v3.kc`` (0.3: one grid for every layer), ``tiny_v4.kc`` (0.4: a first-layer grid
-  of its own, 16 intervals; a 1-bit entropy-model field) and ``tiny_v5.kc`` (a 4-bit
-  entropy-model field), each with its ``_decoded.png``: older
+  of its own, 16 intervals; a 1-bit entropy-model field), ``tiny_v5.kc`` (a 4-bit
+  entropy-model field), ``tiny_v6.kc`` and ``tiny_latent_v6.kc`` (the latent family, its grids
+  under zero-mean context Laplaces), each with its ``_decoded.png``: older
   versions, never regenerated: files users already have must keep decoding to the same pixels.
 """
 
@@ -54,7 +56,7 @@ def test_golden_decode_is_pinned() -> None:
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (24, 32, 3)
-    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 6
+    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 7
     spec = decoded.header.spec
     assert spec.basis == "bspline" and spec.first_grid_size == 16 and spec.grid_size != 16
     assert np.array_equal(decoded.pixels, _png(png))
@@ -81,13 +83,13 @@ def test_latent_golden_decode_is_pinned() -> None:
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (40, 48, 3) and decoded.header.version == VERSION
-    assert decoded.header.spec.arch == "latent"
+    assert decoded.header.spec.arch == "latent" and decoded.header.spec.predictor == 1
     assert np.array_equal(decoded.pixels, _png(png))
     diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
     assert diff.max() <= 1 and np.count_nonzero(diff) <= 5
 
 
-@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1)])
+@pytest.mark.parametrize("version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)])
 def test_older_versions_still_decode(version: int, coding: int) -> None:
     decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
     expected = _png(GOLDEN / f"tiny_v{version}_decoded.png")
@@ -96,8 +98,23 @@ def test_older_versions_still_decode(version: int, coding: int) -> None:
     assert spec.basis == "bspline" and not spec.node_bias
     if version < 4:  # before 4: one grid for all layers
         assert spec.first_grid_size == spec.grid_size
-    else:  # 4 and 5: the first layer's own grid
+    else:  # 4 on: the first layer's own grid
         assert spec.first_grid_size == 16 and spec.grid_size != 16
     if coding == 0:  # before 2: every tensor at the header's bits
         assert decoded.header.tensor_bits == [decoded.header.bits] * len(spec.tensor_shapes())
     assert np.array_equal(decoded.pixels, expected)
+
+
+def test_latent_v6_still_decodes() -> None:
+    """A latent file of format 6 (no predictor field: zero-mean context Laplaces) decodes to
+    its pixels, which the independent decode also gives."""
+    from .test_latent import latent_reference_decode
+
+    data = (GOLDEN / "tiny_latent_v6.kc").read_bytes()
+    decoded = decode_bytes(data)
+    assert decoded.header.version == 6 and decoded.header.spec.predictor == 0
+    assert decoded.header.spec.context == 4
+    expected = _png(GOLDEN / "tiny_latent_v6_decoded.png")
+    assert np.array_equal(decoded.pixels, expected)
+    diff = np.abs(latent_reference_decode(data).astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 5

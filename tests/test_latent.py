@@ -165,7 +165,7 @@ def test_lmbda_is_refused_for_weight_only_families() -> None:
 def test_spec_round_trips_through_the_header(encoded) -> None:
     _, _, res = encoded
     header, _ = read_bytes(res.data)
-    assert header.version == 6 and isinstance(header.spec, LatentSpec)
+    assert header.version == 7 and isinstance(header.spec, LatentSpec)
     assert header.spec == res.spec
     assert family("latent").input_width({"levels": 5}) == 5
 
@@ -201,7 +201,7 @@ def test_header_size_counted_by_hand() -> None:
 
     spec = LatentSpec((5, 8, 3), height=40, width=48, context=4, first_level=1)
     fixed = 32 + 8 + 16 + 16 + 2 + 2 + 5 + 1 + 5
-    family_bits = 4 + 8 + 3 + 32 + 3 + 3
+    family_bits = 4 + 8 + 3 + 32 + 3 + 3 + 1
     # the context scales, the grids, then base weight, coefficients and bias per layer
     n_tensors = 1 + 5 + 2 * 3
     assert len(spec.tensor_shapes()) == n_tensors
@@ -244,15 +244,97 @@ def test_contexts_are_causal_neighbours() -> None:
     assert order == [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (1, 2)]
 
 
-@pytest.mark.parametrize("first_level, context", [(0, 4), (1, 0), (2, 3)])
-def test_untrained_files_decode_as_the_reference(first_level: int, context: int) -> None:
+def _smooth_grid(h: int, w: int, seed: int = 2) -> np.ndarray:
+    """Integers of a smooth random field (neighbours alike): what trained coarse grids are."""
+    rng = np.random.default_rng(seed)
+    field = np.cumsum(np.cumsum(rng.normal(0, 0.4, size=(h, w)), 0), 1)
+    return np.round(field - field.mean()).astype(np.int64)
+
+
+def test_predictor_coder_round_trips_and_matches_its_estimate() -> None:
+    """A grid coded along the lines 2r + c with Laplaces centred on the prediction decodes to
+    itself; its size is the ideal bits within a word; on a smooth grid it codes smaller than
+    the zero-mean contexts."""
+    import constriction
+
+    from kancoin.format import context as coding
+
+    q = _smooth_grid(30, 44)
+    bits = max(4, int(np.abs(q).max()).bit_length() + 2)
+    wt = coding.fit_predictor(q)
+    scales = coding.fit_scales(q, 7, wt)
+    enc = constriction.stream.queue.RangeEncoder()
+    coding.encode_grid(enc, q, bits, scales, wt)
+    words = enc.get_compressed()
+    dec = constriction.stream.queue.RangeDecoder(words)
+    assert np.array_equal(coding.decode_grid(dec, q.shape, bits, scales, wt), q)
+    ideal = coding.ideal_bits(q, scales, bits, wt)
+    assert abs(32 * len(words) - ideal) <= 0.01 * 32 * len(words) + 32
+    plain = coding.ideal_bits(q, coding.fit_scales(q, 4), bits)
+    assert ideal < 0.8 * plain
+
+
+def test_predictor_neighbours_come_before_their_symbol() -> None:
+    """Every neighbour a prediction reads is on an earlier line 2r + c; the predictions are
+    the weighted neighbours, counted by hand; the trainer's neighbours are the coder's."""
+    from kancoin.codec.latent import neighbours as torch_neighbours
+    from kancoin.format.context import NEIGHBOURS, lines, neighbours, predictions
+
+    h, w = 5, 7
+    line = np.empty((h, w), int)
+    for d, (rs, cs) in enumerate(lines(h, w, 2)):
+        line[rs, cs] = d
+    assert sorted(np.unique(line)) == list(range(2 * (h - 1) + w))  # each position once
+    for r in range(h):
+        for c in range(w):
+            for dr, dc in NEIGHBOURS:
+                if 0 <= r - dr and 0 <= c - dc < w:
+                    assert line[r - dr, c - dc] < line[r, c]
+    q = np.arange(h * w).reshape(h, w) - 10
+    wt = np.array([64, 32, -16, 8])  # 1, ½, −¼, ⅛
+    r, c = 3, 4
+    by_hand = q[r, c - 1] + q[r - 1, c] / 2 - q[r - 1, c - 1] / 4 + q[r - 1, c + 1] / 8
+    assert predictions(q, wt)[r, c] == by_hand
+    assert predictions(q, wt)[0, 0] == 0  # nothing before the first symbol
+    assert np.array_equal(torch_neighbours(torch.from_numpy(q)).numpy(), neighbours(q))
+
+
+def test_predictor_weights_are_stored_exactly() -> None:
+    """A file's predictor weights read back as the integers it was coded with; a file whose
+    weights tensor claims other bits is refused with a clear error."""
+    from kancoin.codec.latent import serialise
+    from kancoin.format import context as coding
+    from kancoin.nets import build
+
+    spec = LatentSpec((3, 4, 3), height=32, width=40, context=7, predictor=1)
+    ints = [_smooth_grid(*s, seed=i) for i, s in enumerate(spec.grid_shapes)]
+    data, header, qtensors = serialise((32, 40, 3), spec, build(spec), ints, 9)
+    header2, q2 = read_bytes(data)
+    _, weights = coding.models_of(header2, q2)
+    assert np.array_equal(weights, np.stack([coding.fit_predictor(q) for q in ints]))
+    floats = dequantize(q2[1], header2.qparams[1])
+    assert np.array_equal(floats * 64, weights)  # the stored range is the weights' own
+    from dataclasses import replace
+
+    bad = replace(header2, qparams=(header2.qparams[0], replace(header2.qparams[1], bits=9),
+                                    *header2.qparams[2:]))  # fmt: skip
+    with pytest.raises(KancoinError, match="8 bits"):
+        coding.models_of(bad, q2)
+
+
+@pytest.mark.parametrize("first_level, context, predictor", [(0, 4, 0), (1, 0, 0), (2, 3, 0),
+                                                             (1, 7, 1)])  # fmt: skip
+def test_untrained_files_decode_as_the_reference(
+    first_level: int, context: int, predictor: int
+) -> None:
     """Files of every pyramid start and context setting (random grids, an untrained
     synthesis), written by the encoder's serialiser: the decoder agrees with the independent
     decode, and the file reads back to the spec."""
     from kancoin.codec.latent import serialise
     from kancoin.nets import build
 
-    spec = LatentSpec((4, 6, 3), height=24, width=40, context=context, first_level=first_level)
+    spec = LatentSpec((4, 6, 3), height=24, width=40, context=context, first_level=first_level,
+                      predictor=predictor)  # fmt: skip
     torch.manual_seed(0)
     model = build(spec)
     rng = np.random.default_rng(first_level)

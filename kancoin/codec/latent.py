@@ -1,16 +1,15 @@
 """Encoding with the latent family: grids and synthesis trained together, rate in the loss.
 
-loss = MSE(decoded crop, image crop) + λ · (bits of the latents under the crop) / (crop pixels)
+loss = MSE(decoded pixels, image pixels) + λ · (bits of every latent) / (image pixels)
 
-- Training sees random crops of the image (``LatentRecipe.crop``): every latent under a crop
-  gets its gradient in that step, unlike a random-pixel minibatch where a full-resolution latent
-  is seen only when its own pixel is drawn.
-- Quantization: uniform noise in (−½, ½) first (a differentiable proxy of rounding), then the
-  last ``hard`` fraction of the steps with hard rounding (straight-through gradients); the file
-  stores the rounded latents of the last step.
-- Rate: each grid's integers under a zero-mean Laplace whose scale is learnt with the rest; the
-  file codes each grid with a Laplace or Gaussian fitted to its integers (``format.entropy``),
-  and the encoder reports both the estimate and the coded size.
+- Training sees random pixels each step (``LatentRecipe.batch``), or random crops
+  (``LatentRecipe.crop``), and every grid's rate.
+- Quantization: uniform noise in (−½, ½) (optionally soft rounding around it, C3's) as a
+  differentiable proxy of rounding, then the last ``hard`` fraction of the steps with hard
+  rounding (straight-through gradients); the file stores the rounded latents of the last step.
+- Rate: the bits of the file's own context model (``format.context``), its parameters (the
+  predictor's weights, each context's scale) fitted to the rounded grids as the file fits
+  them; the encoder reports both this estimate and the coded size.
 - Rate control in one encode: λ follows the estimated file size toward the budget during
   training; then the last bytes are fitted exactly: a dead zone on the rounding when over, finer
   synthesis weights when under. ``--lmbda`` fixes λ instead (one λ for a whole dataset).
@@ -32,8 +31,8 @@ from kancoin.errors import KancoinError
 from kancoin.format import context as coding
 from kancoin.format import entropy
 from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
-from kancoin.format.context import MIN_SCALE
-from kancoin.format.context import scales_of as context_scales
+from kancoin.format.context import MIN_SCALE, NEIGHBOURS, WEIGHT_BITS, WEIGHT_UNIT
+from kancoin.format.context import models_of as context_models
 from kancoin.format.quant import MAX_BITS, MIN_BITS, QuantParams, choose_params, quantize
 from kancoin.metrics import psnr, psnr_from_mse
 from kancoin.nets import NetSpec, build
@@ -53,6 +52,10 @@ class LatentRecipe:
     lr: float = 3e-2  # Adam, latents and synthesis
     final_lr_frac: float = 0.05  # cosine decay to lr × this
     hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
+    # soft rounding before the hard phase (C3): the synthesis sees s(s(y) + u), the rate
+    # s(y) + u, s of temperature annealed from soft_t0 to soft_t1; 0: uniform noise alone
+    soft_t0: float = 0.0
+    soft_t1: float = 0.1
     step: float = 1.0  # a latent integer's value at the synthesis input
     lmbda0: float = 0.002  # λ to start from (rate control moves it)
     control_every: int = 10  # steps between λ updates
@@ -81,29 +84,85 @@ def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log(p).sum() / LOG2
 
 
-def fitted_scale(y: torch.Tensor, k: int = 0) -> torch.Tensor:
+def neighbours(q: torch.Tensor) -> torch.Tensor:
+    """The predictor's causal neighbours of every position of q (H, W): (4, H, W), 0 outside
+    the grid (``format.context.neighbours``), differentiable."""
+    h, w = q.shape
+    p = torch.nn.functional.pad(q, (1, 1, 1, 0))
+    return torch.stack([p[1 - dr : 1 - dr + h, 1 - dc : 1 - dc + w] for dr, dc in NEIGHBOURS])
+
+
+def predicted(q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """μ (H, W) of grid q (H, W) under predictor weights (4,) (in units of 1, not 1/64)."""
+    return torch.tensordot(weights, neighbours(q), 1)
+
+
+def fit_weights(model) -> list[torch.Tensor] | None:
+    """Per grid, the predictor weights the file will store for its rounded grid (as
+    ``serialise`` fits them), in units of 1; None without a predictor."""
+    if not model.spec.predictor:
+        return None
+    out = []
+    with torch.no_grad():
+        for y in model.latents:
+            q = torch.round(y).cpu().double().numpy()
+            wt = coding.fit_predictor(q).astype(np.float32) / WEIGHT_UNIT
+            out.append(torch.from_numpy(wt).to(y.device))
+    return out
+
+
+def fitted_scale(
+    y: torch.Tensor, k: int = 0, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """The Laplace scale(s) the file will fit to the rounded grid, without gradients: k = 0,
     its mean |q| (the maximum-likelihood scale of a zero-mean Laplace); k ≥ 2, the same per
-    causal context (``nets.latent.coding``), one scale per position (H, W)."""
+    causal context (``format.context``), about the prediction if ``weights``, one scale per
+    position (H, W)."""
     with torch.no_grad():
-        a = torch.round(y).abs()
+        q = torch.round(y)
+        a = q.abs()
         if not k:
             return a.mean().clamp_min(MIN_SCALE)
-        s = torch.zeros_like(a)
-        s[:, 1:] += a[:, :-1]
-        s[1:, :] += a[:-1, :]
+        if weights is None:
+            s = torch.zeros_like(a)
+            s[:, 1:] += a[:, :-1]
+            s[1:, :] += a[:-1, :]
+            dev = a
+        else:
+            nb = neighbours(q)
+            s = nb.abs().sum(0)
+            dev = (q - torch.tensordot(weights, nb, 1)).abs()
         ctx = s.clamp(max=k - 1).long().reshape(-1)
-        sums = torch.zeros(k, dtype=a.dtype, device=a.device).index_add_(0, ctx, a.reshape(-1))
+        sums = torch.zeros(k, dtype=a.dtype, device=a.device).index_add_(0, ctx, dev.reshape(-1))
         counts = torch.bincount(ctx, minlength=k).to(a.dtype)
         table = (sums / counts.clamp_min(1)).clamp_min(MIN_SCALE)
         return table[ctx].reshape(a.shape)
 
 
+def grid_bits(
+    q: torch.Tensor, y: torch.Tensor, k: int, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Bits of grid q (rounded or noisy: the training proxy of y's integers) under the model
+    the file fits to y's rounded grid (no gradient through the model's parameters)."""
+    scale = fitted_scale(y, k, weights)
+    return laplace_bits(q if weights is None else q - predicted(q, weights), scale)
+
+
 def estimated_latent_bits(model) -> float:
     """Bits of the rounded grids under the models the file will fit (no gradients)."""
     k = model.spec.context
+    weights = fit_weights(model) or [None] * len(model.latents)
     with torch.no_grad():
-        return float(sum(laplace_bits(torch.round(y), fitted_scale(y, k)) for y in model.latents))
+        return float(sum(
+            grid_bits(torch.round(y), y, k, wt) for y, wt in zip(model.latents, weights)
+        ))  # fmt: skip
+
+
+def soft_round(y: torch.Tensor, temp: float) -> torch.Tensor:
+    """C3's soft rounding: ⌊y⌋ + ½ + tanh(r / T) / (2 tanh(1 / (2T))), r = y − ⌊y⌋ − ½; the
+    identity as T → ∞, rounding as T → 0 (differentiable everywhere)."""
+    m = torch.floor(y).detach() + 0.5
+    return m + torch.tanh((y - m) / temp) / (2 * math.tanh(0.5 / temp))
 
 
 def train(
@@ -136,7 +195,10 @@ def train(
     ch, cw = min(h, recipe.crop), min(w, recipe.crop)
     n_hard = iters if hard_only else int(round(iters * recipe.hard))
     control_stop = int(iters * recipe.control_until)
+    weights = None
     for step in range(iters):
+        if spec.predictor and step % recipe.control_every == 0:  # the file's fit, kept a while
+            weights = fit_weights(model)
         frac = step / max(1, iters)
         lr = recipe.lr * (
             recipe.final_lr_frac + (1 - recipe.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
@@ -148,19 +210,31 @@ def train(
         if recipe.crop:  # a random crop: its latents' rate, its pixels' distortion
             r0 = int(torch.randint(0, h - ch + 1, (), generator=gen))
             c0 = int(torch.randint(0, w - cw + 1, (), generator=gen))
+        soft = recipe.soft_t0 and not hard
+        if soft:  # annealed over the steps before the hard phase
+            t = step / max(1, iters - n_hard)
+            temp = recipe.soft_t0 * (recipe.soft_t1 / recipe.soft_t0) ** t
         for lv, y in enumerate(model.latents):
             if hard:
                 yq = y + (torch.round(y) - y).detach()
+                ys = yq
+            elif soft:
+                yq = soft_round(y, temp) + (torch.rand(y.shape, generator=gen).to(device) - 0.5)
+                ys = soft_round(yq, temp)
             else:
                 yq = y + (torch.rand(y.shape, generator=gen).to(device) - 0.5)
-            grids.append(yq * model.steps[lv])
-            scale = fitted_scale(y, spec.context)
-            if recipe.crop:
+                ys = yq
+            grids.append(ys * model.steps[lv])
+            wt = None if weights is None else weights[lv]
+            if recipe.crop:  # the crop's latents under the whole grid's model
                 f = 1 << (spec.first_level + lv)
                 rows, cols = slice(r0 // f, -(-(r0 + ch) // f)), slice(c0 // f, -(-(c0 + cw) // f))
-                yq = yq[rows, cols]
-                scale = scale[rows, cols] if scale.dim() else scale
-            bits = bits + laplace_bits(yq, scale)
+                scale = fitted_scale(y, spec.context, wt)
+                resid = yq if wt is None else yq - predicted(yq, wt)
+                bits = bits + laplace_bits(resid[rows, cols],
+                                           scale[rows, cols] if scale.dim() else scale)
+            else:
+                bits = bits + grid_bits(yq, y, spec.context, wt)
         if recipe.crop:
             feats = model.features(grids, (r0, r0 + ch), (c0, c0 + cw))
             target = img[r0 : r0 + ch, c0 : c0 + cw].reshape(-1, c)
@@ -254,11 +328,17 @@ def serialise(
     """The whole file (range coding): the context scales (``CONTEXT_BITS``), the grids
     (integers) and the synthesis (``synth_bits`` bits, least-squared-error ranges)."""
     qparams, qtensors = [], []
+    weights = [coding.fit_predictor(q) for q in ints] if spec.predictor else [None] * len(ints)
     if spec.context:
-        table = np.stack([coding.fit_scales(q, spec.context) for q in ints]).astype(np.float32)
-        qp = choose_params(table, CONTEXT_BITS)
+        table = np.stack([coding.fit_scales(q, spec.context, wt) for q, wt in zip(ints, weights)])
+        qp = choose_params(table.astype(np.float32), CONTEXT_BITS)
         qparams.append(qp)
-        qtensors.append(quantize(table, qp))
+        qtensors.append(quantize(table.astype(np.float32), qp))
+    if spec.predictor:  # integers in 1/64 units, stored exactly (the range −2 … 2 − 1/64)
+        half = 1 << (WEIGHT_BITS - 1)
+        unit = np.float32(1 / WEIGHT_UNIT)
+        qparams.append(QuantParams(float(-half * unit), float(unit), WEIGHT_BITS))
+        qtensors.append((np.stack(weights) + half).astype(np.uint32))
     for q, s in zip(ints, model.steps):
         qp = _grid_params(q, s)
         qparams.append(qp)
@@ -290,7 +370,7 @@ def model_bits(header: FileHeader, qtensors: list[np.ndarray], grids_only: bool 
     with)."""
     spec = header.spec
     a, n = spec.first_grid, spec.first_grid + spec.levels
-    scales = context_scales(header, qtensors) if spec.context else None
+    scales, weights = context_models(header, qtensors) if spec.context else (None, None)
     total = 0.0
     for i, (q, m, qp) in enumerate(zip(qtensors, header.emodels, header.qparams)):
         is_grid = a <= i < n
@@ -298,7 +378,8 @@ def model_bits(header: FileHeader, qtensors: list[np.ndarray], grids_only: bool 
             continue
         if is_grid and scales is not None:
             signed = q.astype(np.int64) - (1 << (qp.bits - 1))
-            total += coding.ideal_bits(signed, scales[i - a], qp.bits)
+            wt = None if weights is None else weights[i - a]
+            total += coding.ideal_bits(signed, scales[i - a], qp.bits, wt)
         else:
             total += entropy.model_bits(q, m, qp.bits)
     return total
@@ -309,13 +390,14 @@ def _grids_stream(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
     spec = header.spec
     a, n = spec.first_grid, spec.first_grid + spec.levels
     enc = entropy.new_encoder()
-    scales = context_scales(header, qtensors) if spec.context else None
+    scales, weights = context_models(header, qtensors) if spec.context else (None, None)
     for i in range(a, n):
         q, b = qtensors[i], header.tensor_bits[i]
         if scales is None:
             entropy.encode_with(enc, q, b, header.emodels[i])
         else:
-            coding.encode_grid(enc, q.astype(np.int64) - (1 << (b - 1)), b, scales[i - a])
+            wt = None if weights is None else weights[i - a]
+            coding.encode_grid(enc, q.astype(np.int64) - (1 << (b - 1)), b, scales[i - a], wt)
     return entropy.finish(enc)
 
 

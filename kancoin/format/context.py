@@ -1,35 +1,68 @@
-"""The context model of latent grids: a Laplace per grid and context, the context from the
-already-coded causal neighbours (the latent family's grids, ``kancoin.nets.latent``).
+"""The context model of latent grids: a Laplace per grid and context, the context (and, with
+a predictor, the Laplace's centre) from the already-coded causal neighbours (the latent
+family's grids, ``kancoin.nets.latent``).
 
-A grid's integer q at (r, c) is coded with a zero-mean Laplace whose scale is the grid's scale
-for context k = min(|q[r, c−1]| + |q[r−1, c]|, K − 1) (0 outside the grid): flat regions of
-zeros cost almost nothing, busy ones get a wide model. The K scales of every grid travel in the
-file as one stored tensor (L, K) (dequantized, floored at ``MIN_SCALE``).
+Two models, the file's ``predictor`` field chooses:
 
-Symbols are coded along anti-diagonals r + c = d (d = 0, 1, …): the symbols of one diagonal
-depend only on earlier diagonals, so each diagonal is one vectorised constriction call (H + W
-calls a grid, not H × W). Contexts are integers and constriction's models are fixed-point, so a
-decoder on any machine rebuilds the coder's models exactly.
+- predictor 0 (format 6): q at (r, c) is coded with a zero-mean Laplace whose scale is the
+  grid's scale for context k = min(|q[r, c−1]| + |q[r−1, c]|, K − 1) (0 outside the grid).
+  Symbols go along anti-diagonals r + c = d, whose symbols depend only on earlier ones.
+- predictor 1 (format 7): the Laplace is centred on a linear prediction from four causal
+  neighbours, μ = (w · [left, up, up-left, up-right]) / ``WEIGHT_UNIT`` with four integer
+  weights per grid (a stored tensor (L, 4)), and the context is k = min(|left| + |up| +
+  |up-left| + |up-right|, K − 1). Up-right is on the same anti-diagonal, so symbols go along
+  the lines 2r + c = d, where every neighbour is on an earlier line.
+
+Either way each line is one vectorised constriction call (about H + W or 2H + W a grid, not
+H × W); flat regions of zeros cost almost nothing and busy ones get a wide model. The K scales
+of every grid travel as one stored tensor (L, K) (dequantized, floored at ``MIN_SCALE``).
+Contexts and predictions are integer arithmetic (μ is an integer over 64, exact in float64),
+and constriction's models are fixed-point, so a decoder on any machine rebuilds the coder's
+models exactly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kancoin.errors import KancoinError
+
 MIN_SCALE = 0.05  # of a context's Laplace, integer units
+# the causal neighbours of a predictor, as (rows up, columns left): left, up, up-left, up-right
+NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
+WEIGHT_UNIT = 64  # a predictor weight is an integer in units of 1/64
+WEIGHT_BITS = 8  # stored as w + 128: weights in −128 … 127 (−2 … 2 − 1/64)
+
+
+def lines(height: int, width: int, skew: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, cols) of each line skew·r + c = d, in coding order: skew 1, the anti-diagonals;
+    skew 2, lines on which every predictor neighbour of a symbol is on an earlier line."""
+    out = []
+    for d in range(skew * (height - 1) + width):
+        r = np.arange(max(0, -(-(d - width + 1) // skew)), min(d // skew, height - 1) + 1)
+        out.append((r, d - skew * r))
+    return out
 
 
 def diagonals(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(rows, cols) of each anti-diagonal, in coding order."""
-    out = []
-    for d in range(height + width - 1):
-        r = np.arange(max(0, d - width + 1), min(d, height - 1) + 1)
-        out.append((r, d - r))
-    return out
+    return lines(height, width, 1)
 
 
-def contexts(q: np.ndarray, k: int) -> np.ndarray:
-    """Context of every position of the signed grid q (H, W): min(|left| + |up|, k − 1)."""
+def neighbours(q: np.ndarray) -> np.ndarray:
+    """The predictor's causal neighbours of every position of q (H, W): (4, H, W), 0 outside
+    the grid."""
+    h, w = q.shape
+    p = np.zeros((h + 1, w + 2), q.dtype)
+    p[1:, 1:-1] = q
+    return np.stack([p[1 - dr : 1 - dr + h, 1 - dc : 1 - dc + w] for dr, dc in NEIGHBOURS])
+
+
+def contexts(q: np.ndarray, k: int, predictor: bool = False) -> np.ndarray:
+    """Context of every position of the signed grid q (H, W): min(|left| + |up|, k − 1), or
+    with a predictor min(|left| + |up| + |up-left| + |up-right|, k − 1)."""
+    if predictor:
+        return np.minimum(np.abs(neighbours(q)).sum(0), k - 1)
     a = np.abs(q)
     s = np.zeros_like(a)
     s[:, 1:] += a[:, :-1]
@@ -37,11 +70,29 @@ def contexts(q: np.ndarray, k: int) -> np.ndarray:
     return np.minimum(s, k - 1)
 
 
-def fit_scales(q: np.ndarray, k: int) -> np.ndarray:
-    """Per context, the maximum-likelihood Laplace scale of q (mean |q|), float64 (k,)."""
-    ctx = contexts(q, k)
+def predictions(q: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """μ of every position of q (H, W) under integer ``weights`` (4,): float64, exact."""
+    wt = np.asarray(weights, np.int64)
+    return np.tensordot(wt, neighbours(q.astype(np.int64)), 1) / WEIGHT_UNIT
+
+
+def fit_predictor(q: np.ndarray) -> np.ndarray:
+    """The least-squares weights of q's prediction from its neighbours, in 1/``WEIGHT_UNIT``
+    units, within the stored range: int64 (4,)."""
+    x = neighbours(q.astype(np.float64)).reshape(len(NEIGHBOURS), -1)
+    gram = x @ x.T + 1e-6 * np.eye(len(NEIGHBOURS))  # an all-zero grid: weights 0
+    w = np.linalg.solve(gram, x @ q.reshape(-1).astype(np.float64))
+    lim = 1 << (WEIGHT_BITS - 1)
+    return np.clip(np.round(w * WEIGHT_UNIT), -lim, lim - 1).astype(np.int64)
+
+
+def fit_scales(q: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per context, the maximum-likelihood Laplace scale of q about its centre (mean |q − μ|),
+    float64 (k,)."""
+    pred = weights is not None
+    ctx = contexts(q, k, pred)
     out = np.full(k, MIN_SCALE)
-    a = np.abs(q)
+    a = np.abs(q - predictions(q, weights)) if pred else np.abs(q)
     for j in range(k):
         m = ctx == j
         if m.any():
@@ -55,60 +106,102 @@ def _model_family(bits: int):
     return constriction.stream.model.QuantizedLaplace(0, (1 << bits) - 1)
 
 
-def encode_grid(enc, q: np.ndarray, bits: int, scales: np.ndarray) -> None:
-    """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder."""
+def encode_grid(
+    enc, q: np.ndarray, bits: int, scales: np.ndarray, weights: np.ndarray | None = None
+) -> None:
+    """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder, with a
+    predictor when ``weights`` (4 integers) are given."""
     offset = 1 << (bits - 1)
     fam = _model_family(bits)
     table = np.maximum(np.asarray(scales, np.float64), MIN_SCALE)
-    ctx = contexts(q, len(table))
-    for r, c in diagonals(*q.shape):
+    pred = weights is not None
+    ctx = contexts(q, len(table), pred)
+    centre = offset + predictions(q, weights) if pred else np.full(q.shape, float(offset))
+    for r, c in lines(*q.shape, 2 if pred else 1):
         sym = (q[r, c] + offset).astype(np.int32)
-        enc.encode(sym, fam, np.full(len(r), float(offset)), table[ctx[r, c]])
+        enc.encode(sym, fam, centre[r, c], table[ctx[r, c]])
 
 
-def decode_grid(dec, shape: tuple[int, int], bits: int, scales: np.ndarray) -> np.ndarray:
+def decode_grid(
+    dec, shape: tuple[int, int], bits: int, scales: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Inverse of ``encode_grid``: the signed grid (H, W), int64."""
     offset = 1 << (bits - 1)
     fam = _model_family(bits)
     table = np.maximum(np.asarray(scales, np.float64), MIN_SCALE)
     k = len(table)
     h, w = shape
-    q = np.zeros((h + 1, w + 1), np.int64)  # a zero row and column before the grid
+    # the grid at q[1:, 1:-1], a zero row above and a zero column either side
+    q = np.zeros((h + 1, w + 2), np.int64)
     a = np.zeros_like(q)
-    for r, c in diagonals(h, w):
-        ctx = np.minimum(a[r, c + 1] + a[r + 1, c], k - 1)  # left (r, c−1) and up (r−1, c)
-        vals = np.asarray(dec.decode(fam, np.full(len(r), float(offset)), table[ctx]))
+    if weights is None:
+        for r, c in lines(h, w, 1):
+            ctx = np.minimum(a[r + 1, c] + a[r, c + 1], k - 1)  # left (r, c−1) and up (r−1, c)
+            vals = np.asarray(dec.decode(fam, np.full(len(r), float(offset)), table[ctx]))
+            q[r + 1, c + 1] = vals.astype(np.int64) - offset
+            a[r + 1, c + 1] = np.abs(q[r + 1, c + 1])
+        return q[1:, 1:-1]
+    wl, wu, wul, wur = (int(x) for x in weights)
+    for r, c in lines(h, w, 2):
+        # left (r, c−1), up (r−1, c), up-left (r−1, c−1), up-right (r−1, c+1)
+        left, up, ul, ur = q[r + 1, c], q[r, c + 1], q[r, c], q[r, c + 2]
+        ctx = np.minimum(a[r + 1, c] + a[r, c + 1] + a[r, c] + a[r, c + 2], k - 1)
+        centre = offset + (wl * left + wu * up + wul * ul + wur * ur) / WEIGHT_UNIT
+        vals = np.asarray(dec.decode(fam, centre, table[ctx]))
         q[r + 1, c + 1] = vals.astype(np.int64) - offset
         a[r + 1, c + 1] = np.abs(q[r + 1, c + 1])
-    return q[1:, 1:]
+    return q[1:, 1:-1]
 
 
-def ideal_bits(q: np.ndarray, scales: np.ndarray, bits: int) -> float:
+def ideal_bits(
+    q: np.ndarray, scales: np.ndarray, bits: int, weights: np.ndarray | None = None
+) -> float:
     """Bits of grid q (stored on ``bits`` bits) under its context model, from the continuous
     Laplace on unit bins, renormalised on the stored range (the estimate the coded size is
     compared with)."""
     table = np.maximum(np.asarray(scales, np.float64), MIN_SCALE)
-    b = table[contexts(q, len(table))]
-    a = np.abs(q).astype(np.float64)
-    p = np.where(
-        a == 0, 1 - np.exp(-0.5 / b), 0.5 * (np.exp(-(a - 0.5) / b) - np.exp(-(a + 0.5) / b))
-    )
+    pred = weights is not None
+    b = table[contexts(q, len(table), pred)]
+    mu = predictions(q, weights) if pred else 0.0
+    p = _bin_mass(q - 0.5, q + 0.5, mu, b)
     offset = 1 << (bits - 1)  # the range is −offset … offset − 1: the tails outside are cut
-    inside = 1 - 0.5 * np.exp(-(offset - 0.5) / b) - 0.5 * np.exp(-(offset + 0.5) / b)
+    inside = _bin_mass(-offset - 0.5, offset - 0.5, mu, b)
     return float(-np.log2(np.maximum(p / inside, 2.0**-24)).sum())
 
 
-def scales_of(header, qtensors: list) -> np.ndarray:
-    """The (L, K) context scales of a file (its context-scales tensor, dequantized, floored at
-    ``MIN_SCALE``), float64."""
+def _bin_mass(lo, hi, mu, b) -> np.ndarray:
+    """Mass of the Laplace (μ, b) on [lo, hi], each tail from its own side (no 1 − 1)."""
+    z1, z2 = (lo - mu) / b, (hi - mu) / b
+    right = 0.5 * (np.exp(-np.maximum(z1, 0)) - np.exp(-np.maximum(z2, 0)))  # z1 ≥ 0
+    left = 0.5 * (np.exp(np.minimum(z2, 0)) - np.exp(np.minimum(z1, 0)))  # z2 ≤ 0
+    across = 1 - 0.5 * np.exp(np.minimum(z1, 0)) - 0.5 * np.exp(-np.maximum(z2, 0))
+    return np.where(z1 >= 0, right, np.where(z2 <= 0, left, across))
+
+
+def models_of(header, qtensors: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """A file's context model: the (L, K) scales (dequantized, floored at ``MIN_SCALE``,
+    float64) and, with a predictor, the (L, 4) integer weights (else None)."""
     from kancoin.format.quant import dequantize
     from kancoin.nets import family_of
 
     spec = header.spec
-    at, _, _ = family_of(spec).context_layout(spec)
-    shape = spec.tensor_shapes()[at][1]
-    scales = dequantize(np.asarray(qtensors[at]).reshape(shape), header.qparams[at])
-    return np.maximum(scales.astype(np.float64), MIN_SCALE)
+    layout = family_of(spec).context_layout(spec)
+    shapes = spec.tensor_shapes()
+    at = layout.scales
+    scales = dequantize(np.asarray(qtensors[at]).reshape(shapes[at][1]), header.qparams[at])
+    weights = None
+    if layout.weights is not None:
+        at = layout.weights
+        if header.tensor_bits[at] != WEIGHT_BITS:  # a prediction stays within the grid's range
+            raise KancoinError(f"predictor weights must be stored on {WEIGHT_BITS} bits")
+        offset = 1 << (WEIGHT_BITS - 1)
+        weights = np.asarray(qtensors[at]).reshape(shapes[at][1]).astype(np.int64) - offset
+    return np.maximum(scales.astype(np.float64), MIN_SCALE), weights
+
+
+def scales_of(header, qtensors: list) -> np.ndarray:
+    """The (L, K) context scales of a file (``models_of``)."""
+    return models_of(header, qtensors)[0]
 
 
 def encode_stream(header, qtensors: list) -> bytes:
@@ -120,17 +213,19 @@ def encode_stream(header, qtensors: list) -> bytes:
     layout = family_of(header.spec).context_layout(header.spec)
     if layout is None:
         return entropy.encode(qtensors, header.tensor_bits, list(header.emodels))
-    _, first, levels = layout
+    first, levels = layout.first, layout.levels
     enc = entropy.new_encoder()
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in header.spec.tensor_shapes()]
-    table = None
+    table = weights = None
     for i, q in enumerate(qtensors):
         if first <= i < first + levels:
-            table = scales_of(header, qtensors) if table is None else table
+            if table is None:
+                table, weights = models_of(header, qtensors)
             b = bits[i]
             signed = np.asarray(q).reshape(shapes[i]).astype(np.int64) - (1 << (b - 1))
-            encode_grid(enc, signed, b, table[i - first])
+            wt = None if weights is None else weights[i - first]
+            encode_grid(enc, signed, b, table[i - first], wt)
         else:
             entropy.encode_with(enc, np.asarray(q), bits[i], models[i])
     return entropy.finish(enc)
@@ -145,17 +240,19 @@ def decode_stream(header, data: bytes, sizes: list[int]) -> list[np.ndarray]:
     layout = family_of(spec).context_layout(spec)
     if layout is None:
         return entropy.decode(data, sizes, header.tensor_bits, list(header.emodels))
-    _, first, levels = layout
+    first, levels = layout.first, layout.levels
     dec = entropy.new_decoder(data)
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in spec.tensor_shapes()]
     out: list[np.ndarray] = []
-    table = None
+    table = weights = None
     for i, n in enumerate(sizes):
         if first <= i < first + levels:
-            table = scales_of(header, out) if table is None else table
+            if table is None:
+                table, weights = models_of(header, out)
             b = bits[i]
-            q = decode_grid(dec, shapes[i], b, table[i - first])
+            wt = None if weights is None else weights[i - first]
+            q = decode_grid(dec, shapes[i], b, table[i - first], wt)
             out.append((q + (1 << (b - 1))).astype(np.uint32).ravel())
         else:
             out.append(entropy.decode_with(dec, n, bits[i], models[i]))

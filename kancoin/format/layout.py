@@ -29,7 +29,7 @@ from kancoin.imageio import MAX_SIDE
 from kancoin.nets import entries, families
 
 MAGIC = b"KANC"
-VERSION = 6
+VERSION = 7
 # what each version added (docs/format.md)
 VERSIONS = {
     1: "fixed-width payload, every tensor at the header's bits; B-spline KAN or SIREN",
@@ -38,6 +38,8 @@ VERSIONS = {
     4: "the first KAN layer's own grid (`first_grid_size`)",
     5: "`e_model` 4 bits wide: room for 16 entropy-model kinds",
     6: "the latent family (arch 2): entropy-coded latent grids and a KAN synthesis",
+    7: "the latents' predictor (`predictor`): Laplaces centred on a prediction from 4 "
+       "causal neighbours",
 }
 READ_VERSIONS = tuple(VERSIONS)
 CODINGS = ("fixed", "range")

@@ -17,7 +17,7 @@ The codec (encode, decode, fit, QAT, rate control) talks to networks only throug
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,15 @@ if TYPE_CHECKING:  # torch loads only when a network is built: a header is read 
     from torch import nn
 
 Predictor = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+class ContextLayout(NamedTuple):
+    """Indices, among a file's stored tensors, of a context-coded family's parts."""
+
+    scales: int  # the (L, K) context scales
+    weights: int | None  # the (L, 4) predictor weights; None: no predictor
+    first: int  # the first context-coded grid
+    levels: int  # how many grids follow it
 
 
 class NetFamily:
@@ -73,10 +82,9 @@ class NetFamily:
         contradict each other."""
         raise NotImplementedError
 
-    def context_layout(self, spec: NetSpec) -> tuple[int, int, int] | None:
-        """(index of the context-scales tensor, index of the first context-coded grid, number
-        of grids) when the file codes grids with the causal context model
-        (``format.context``); None: every tensor has its own model."""
+    def context_layout(self, spec: NetSpec) -> ContextLayout | None:
+        """Where the tensors of the causal context model are (``format.context``) when the
+        file codes grids with it; None: every tensor has its own model."""
         return None
 
     def paid_numbers(self, spec: NetSpec) -> int:

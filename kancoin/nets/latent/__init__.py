@@ -19,7 +19,7 @@ import numpy as np
 
 from kancoin.bitfields import Field
 from kancoin.errors import KancoinError
-from kancoin.nets.base import NetFamily
+from kancoin.nets.base import ContextLayout, NetFamily
 from kancoin.nets.latent.grids import level_shape
 from kancoin.nets.spec import NetSpec, Overrides, budget_bytes
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 MAX_LEVELS = 12
 SINCE = 6  # the format version that added the family
+PREDICTOR_SINCE = 7  # the version that added the latents' predictor
+PREDICTOR_TAPS = 4  # causal neighbours a predictor weighs (``format.context.NEIGHBOURS``)
 
 HEADER_FIELDS = (
     Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
@@ -41,7 +43,11 @@ HEADER_FIELDS = (
           doc="the finest grid's level f: grid i is ceil(H/2^(f+i)) × ceil(W/2^(f+i))"),
     Field("context", "uint:3", 0, 7, since=SINCE, default=0,
           doc="latent contexts K: 0, one Laplace per grid (its header model); K ≥ 2, a scale "
-              "per grid and context min(|left| + |up|, K − 1), a stored (L, K) tensor"),
+              "per grid and context (`predictor`), a stored (L, K) tensor"),
+    Field("predictor", "uint:1", 0, 1, since=PREDICTOR_SINCE, default=0,
+          doc="0: zero-mean Laplaces, context min(abs(left) + abs(up), K − 1); 1: Laplaces "
+              "centred on a prediction from left, up, up-left and up-right (integer weights "
+              "/64, a stored (L, 4) tensor), context min(sum of their abs, K − 1); needs K ≥ 2"),
 )  # fmt: skip
 
 
@@ -62,6 +68,7 @@ class LatentSpec(NetSpec):
     grid_bound: float = 2.0
     context: int = 4
     first_level: int = 1
+    predictor: int = 0
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -72,6 +79,8 @@ class LatentSpec(NetSpec):
             raise ValueError(f"levels must be in 1..{MAX_LEVELS}")
         if self.context == 1 or not 0 <= self.context <= 7:
             raise ValueError("context must be 0 or 2..7")
+        if self.predictor not in (0, 1) or (self.predictor and not self.context):
+            raise ValueError("predictor must be 0, or 1 with context ≥ 2")
 
     @property
     def levels(self) -> int:
@@ -95,15 +104,17 @@ class LatentSpec(NetSpec):
 
     @property
     def first_grid(self) -> int:
-        """Index of the first grid among the stored tensors (after the context scales)."""
-        return 1 if self.context else 0
+        """Index of the first grid among the stored tensors (after the context model)."""
+        return (1 if self.context else 0) + self.predictor
 
     def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Stored tensors in file order: the context scales (L, K) if any, the grids (finest
-        first), then the synthesis."""
+        """Stored tensors in file order: the context scales (L, K) and predictor weights
+        (L, 4) if any, the grids (finest first), then the synthesis."""
         shapes: list[tuple[str, tuple[int, ...]]] = []
         if self.context:
             shapes.append(("context_scales", (self.levels, self.context)))
+        if self.predictor:
+            shapes.append(("context_weights", (self.levels, PREDICTOR_TAPS)))
         shapes += [(f"latents.{lv}", s) for lv, s in enumerate(self.grid_shapes)]
         for n, (i, o) in enumerate(self.layer_dims()):
             shapes += [(f"synthesis.{n}.{t}", s) for t, s in self.layer_tensors(i, o)]
@@ -121,6 +132,7 @@ class LatentSpec(NetSpec):
     def describe(self) -> str:
         w = "-".join(str(x) for x in self.widths)
         ctx = f", {self.context} contexts" if self.context else ""
+        ctx += ", predicted" if self.predictor else ""
         return (
             f"{self.levels} latent grids (1/{1 << self.first_level}…"
             f"1/{1 << (self.first_level + self.levels - 1)}{ctx}), KAN synthesis "
@@ -137,6 +149,7 @@ class LatentSpec(NetSpec):
             "grid_bound": self.grid_bound,
             "context": self.context,
             "first_level": self.first_level,
+            "predictor": self.predictor,
         }
 
 
@@ -147,6 +160,11 @@ DEFAULT_FIRST_LEVEL = 1
 DEFAULT_HIDDEN = (16,)
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
+# a Laplace per grid and context centred on a prediction from 4 neighbours (7 contexts): on
+# the 24 Kodak files of format 6 it codes the same grids in 16 % fewer bits than 4 contexts
+# of 2 neighbours, zero-mean
+DEFAULT_CONTEXT = 7
+DEFAULT_PREDICTOR = 1
 SYNTHESIS_SHARE = 0.25  # most of a file the default synthesis may take
 
 
@@ -181,6 +199,7 @@ class LatentFamily(NetFamily):
             "grid_bound": spec.grid_bound,
             "context": spec.context,
             "first_level": spec.first_level,
+            "predictor": spec.predictor,
         }
 
     def spec_from_values(
@@ -190,6 +209,7 @@ class LatentFamily(NetFamily):
             widths, height=image[0], width=image[1], grid_size=values["grid_size"],
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
             context=values["context"], first_level=values["first_level"],
+            predictor=values["predictor"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -232,6 +252,7 @@ class LatentFamily(NetFamily):
                 (levels, *hidden, channels), height=height, width=width,
                 grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
                 grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL,
+                context=DEFAULT_CONTEXT, predictor=DEFAULT_PREDICTOR,
             )  # fmt: skip
 
         if ov.width is not None or ov.depth is not None:
@@ -259,8 +280,10 @@ class LatentFamily(NetFamily):
         return spec.n_synthesis
 
     # -- the stream -------------------------------------------------------------------------
-    def context_layout(self, spec: NetSpec) -> tuple[int, int, int] | None:
-        return (0, 1, spec.levels) if spec.context else None
+    def context_layout(self, spec: NetSpec) -> ContextLayout | None:
+        if not spec.context:
+            return None
+        return ContextLayout(0, 1 if spec.predictor else None, spec.first_grid, spec.levels)
 
     # -- decoding ---------------------------------------------------------------------------
     def decode_pixels(
