@@ -3,10 +3,12 @@
     python scripts/latent_runs.py IMAGE SETTING_JSON...
 
 Each SETTING_JSON holds encoder options (``kancoin.codec.options.EncodeOptions``) and, under
-"recipe", fields of ``kancoin.codec.latent.LatentRecipe``, e.g.
+"recipe", fields of ``kancoin.codec.latent.LatentRecipe``, and under "context" the latent
+context model (``{"context": K, "predictor": 0 or 1}``, the file's fields), e.g.
 
     python scripts/latent_runs.py data/kodim23.png '{"bpp": 0.3, "iters": 1500}' \
-        '{"bpp": 0.3, "iters": 1500, "recipe": {"lr": 0.05}}'
+        '{"bpp": 0.3, "iters": 1500, "recipe": {"lr": 0.05}}' \
+        '{"bpp": 0.3, "iters": 1500, "context": {"context": 4, "predictor": 0}}'
 
 Every figure is the written file's: PSNR of its decode, bpp of its size (docs/research/latent.md).
 """
@@ -17,6 +19,7 @@ import json
 import sys
 import time
 
+import kancoin.nets.latent as latent_family
 from kancoin.codec.latent import LatentRecipe, encode_latent
 from kancoin.codec.options import EncodeOptions
 from kancoin.imageio import load_image
@@ -29,9 +32,17 @@ def main(argv: list[str]) -> None:
     for text in argv[1:]:
         setting = json.loads(text)
         recipe = LatentRecipe(**setting.pop("recipe", {}))
+        model = setting.pop("context", {})
         opts = EncodeOptions(arch="latent", **{"device": "cpu", **setting})
+        defaults = latent_family.DEFAULT_CONTEXT, latent_family.DEFAULT_PREDICTOR
+        # the family's choice of context model, for this run only
+        latent_family.DEFAULT_CONTEXT = model.get("context", defaults[0])
+        latent_family.DEFAULT_PREDICTOR = model.get("predictor", defaults[1])
         t0 = time.perf_counter()
-        res = encode_latent(pixels, opts, recipe=recipe)
+        try:
+            res = encode_latent(pixels, opts, recipe=recipe)
+        finally:
+            latent_family.DEFAULT_CONTEXT, latent_family.DEFAULT_PREDICTOR = defaults
         d = res.as_dict()
         row = {
             "setting": text, "psnr": d["psnr"], "bpp": round(d["bpp"], 4),

@@ -1,7 +1,7 @@
 """KAN against MLP synthesis in the latent family, at equal parameters (so about equal bytes)
 and equal steps, on one image at one rate.
 
-    python scripts/latent_synthesis.py IMAGE [--bpp 0.3] [--iters 1500]
+    python scripts/latent_synthesis.py IMAGE [--bpp 0.3] [--iters 1500] [--equal-time]
 
 Both are trained by the latent encoder's ``train`` (the same grids, rate in the loss, λ to the
 same budget). The MLP (GELU) has no file format, so neither result is a file: each is measured
@@ -9,8 +9,9 @@ the same way, from parts that are real — the grids range-coded with the file's
 the synthesis's weights quantized at 9 bits and range-coded as a file codes them, the header
 of the KAN file — and the PSNR of the synthesis (quantized weights) on the rounded grids,
 8-bit output; the KAN's figures are its real file's (written and decoded). λ steers both to
-the same budget, with no last-byte fitting. Prints one JSON line per synthesis
-(docs/research/latent.md).
+the same budget, with no last-byte fitting. ``--equal-time`` adds an MLP trained for as many
+steps as fit in the KAN's training time (measured in this process, side by side). Prints one
+JSON line per run (docs/research/latent.md).
 """
 
 from __future__ import annotations
@@ -82,25 +83,34 @@ def main() -> None:
     ap.add_argument("image")
     ap.add_argument("--bpp", type=float, default=0.3)
     ap.add_argument("--iters", type=int, default=1500)
+    ap.add_argument("--equal-time", action="store_true")
     args = ap.parse_args()
     pixels, _ = load_image(args.image)
     opts = EncodeOptions(arch="latent", bpp=args.bpp, iters=args.iters, device="cpu")
     spec = plan(pixels.shape, opts)
     budget = budget_bytes(args.bpp, *pixels.shape[:2])  # aimed at by λ; neither is refitted
     fixed = overhead_bytes(spec, 1) + spec.n_synthesis * 6 / 8
-    for kind in ("kan", "mlp"):
+    # the synthesis's own parameters (not the context model's, which both files carry)
+    kan_params = sum(math.prod(s) for n, s in spec.tensor_shapes() if n.startswith("synthesis."))
+    runs = [("kan", args.iters), ("mlp", args.iters)]
+    seconds: dict[str, float] = {}
+    while runs:
+        kind, iters = runs.pop(0)
         torch.manual_seed(0)
         model = build(spec)
         if kind == "mlp":
-            model.synthesis = mlp_like(spec.levels, spec.channels, spec.n_synthesis)
-        res = train(pixels, spec, LatentRecipe(), args.iters, torch.device("cpu"), None,
+            model.synthesis = mlp_like(spec.levels, spec.channels, kan_params)
+        res = train(pixels, spec, LatentRecipe(), iters, torch.device("cpu"), None,
                     budget, fixed, model=model)  # fmt: skip
-        row = {"synthesis": kind, "steps": args.iters, "seconds": round(res.seconds, 1)}
+        seconds.setdefault(kind, res.seconds)
+        if args.equal_time and kind == "mlp" and iters == args.iters:
+            runs.append(("mlp", round(args.iters * seconds["kan"] / seconds["mlp"])))
+        row = {"synthesis": kind, "steps": iters, "seconds": round(res.seconds, 1)}
         if kind == "kan":  # the real file
             data, _, _ = serialise(pixels.shape, spec, model, rounded(model), 9)
             dec = decode_bytes(data)
             row |= {"psnr": round(psnr(dec.pixels, pixels), 3), "bpp": round(dec.bpp, 4),
-                    "synthesis_params": spec.n_synthesis, "file": True}  # fmt: skip
+                    "synthesis_params": kan_params, "file": True}  # fmt: skip
         else:
             row |= measure(pixels, spec, model, model.synthesis) | {"file": False}
         print(json.dumps(row), flush=True)

@@ -23,6 +23,8 @@ models exactly.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from kancoin.errors import KancoinError
@@ -106,20 +108,42 @@ def _model_family(bits: int):
     return constriction.stream.model.QuantizedLaplace(0, (1 << bits) - 1)
 
 
+@lru_cache(maxsize=12)  # one pyramid's grids
+def _coding_order(height: int, width: int, skew: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The grid's positions in coding order (flat indices into the grid, one array) and each
+    line's positions as flat indices into the grid padded by a zero row above and a zero
+    column either side ((H + 1) × (W + 2)), where a neighbour is a fixed offset away."""
+    order, padded = [], []
+    for r, c in lines(height, width, skew):
+        order.append(r * width + c)
+        padded.append((r + 1) * (width + 2) + c + 1)
+    return np.concatenate(order), tuple(padded)
+
+
+def _offsets(width: int, predictor: bool) -> np.ndarray:
+    """Flat offsets in the padded grid of left, up (and up-left, up-right with a predictor)."""
+    stride = width + 2
+    pairs = NEIGHBOURS if predictor else NEIGHBOURS[:2]
+    return np.array([-(dr * stride + dc) for dr, dc in pairs], np.int64)
+
+
 def encode_grid(
     enc, q: np.ndarray, bits: int, scales: np.ndarray, weights: np.ndarray | None = None
 ) -> None:
     """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder, with a
-    predictor when ``weights`` (4 integers) are given."""
+    predictor when ``weights`` (4 integers) are given. Every model is known from q, so the
+    symbols go in one call, in the order the decoder needs them line by line."""
     offset = 1 << (bits - 1)
-    fam = _model_family(bits)
     table = np.maximum(np.asarray(scales, np.float64), MIN_SCALE)
     pred = weights is not None
-    ctx = contexts(q, len(table), pred)
-    centre = offset + predictions(q, weights) if pred else np.full(q.shape, float(offset))
-    for r, c in lines(*q.shape, 2 if pred else 1):
-        sym = (q[r, c] + offset).astype(np.int32)
-        enc.encode(sym, fam, centre[r, c], table[ctx[r, c]])
+    ctx = contexts(q, len(table), pred).reshape(-1)
+    order, _ = _coding_order(*q.shape, 2 if pred else 1)
+    sym = (q.reshape(-1)[order] + offset).astype(np.int32)
+    if pred:
+        centre = offset + predictions(q, weights).reshape(-1)[order]
+    else:
+        centre = np.full(len(order), float(offset))
+    enc.encode(sym, _model_family(bits), centre, table[ctx[order]])
 
 
 def decode_grid(
@@ -131,26 +155,16 @@ def decode_grid(
     table = np.maximum(np.asarray(scales, np.float64), MIN_SCALE)
     k = len(table)
     h, w = shape
-    # the grid at q[1:, 1:-1], a zero row above and a zero column either side
-    q = np.zeros((h + 1, w + 2), np.int64)
-    a = np.zeros_like(q)
-    if weights is None:
-        for r, c in lines(h, w, 1):
-            ctx = np.minimum(a[r + 1, c] + a[r, c + 1], k - 1)  # left (r, c−1) and up (r−1, c)
-            vals = np.asarray(dec.decode(fam, np.full(len(r), float(offset)), table[ctx]))
-            q[r + 1, c + 1] = vals.astype(np.int64) - offset
-            a[r + 1, c + 1] = np.abs(q[r + 1, c + 1])
-        return q[1:, 1:-1]
-    wl, wu, wul, wur = (int(x) for x in weights)
-    for r, c in lines(h, w, 2):
-        # left (r, c−1), up (r−1, c), up-left (r−1, c−1), up-right (r−1, c+1)
-        left, up, ul, ur = q[r + 1, c], q[r, c + 1], q[r, c], q[r, c + 2]
-        ctx = np.minimum(a[r + 1, c] + a[r, c + 1] + a[r, c] + a[r, c + 2], k - 1)
-        centre = offset + (wl * left + wu * up + wul * ul + wur * ur) / WEIGHT_UNIT
-        vals = np.asarray(dec.decode(fam, centre, table[ctx]))
-        q[r + 1, c + 1] = vals.astype(np.int64) - offset
-        a[r + 1, c + 1] = np.abs(q[r + 1, c + 1])
-    return q[1:, 1:-1]
+    pred = weights is not None
+    q = np.zeros((h + 1) * (w + 2), np.int64)  # the padded grid, flat
+    offs = _offsets(w, pred)
+    wt = np.asarray(weights, np.int64) if pred else None
+    for idx in _coding_order(h, w, 2 if pred else 1)[1]:
+        nb = q[idx[:, None] + offs]  # (n, 2 or 4) already-decoded neighbours
+        ctx = np.minimum(np.abs(nb).sum(1), k - 1)
+        centre = offset + nb @ wt / WEIGHT_UNIT if pred else np.full(len(idx), float(offset))
+        q[idx] = np.asarray(dec.decode(fam, centre, table[ctx])).astype(np.int64) - offset
+    return q.reshape(h + 1, w + 2)[1:, 1:-1]
 
 
 def ideal_bits(
