@@ -3,8 +3,10 @@
     python scripts/latent_runs.py IMAGE SETTING_JSON...
 
 Each SETTING_JSON holds encoder options (``kancoin.codec.options.EncodeOptions``) and, under
-"recipe", fields of ``kancoin.codec.latent.LatentRecipe``, and under "context" the latent
-context model (``{"context": K, "predictor": 0 or 1}``, the file's fields), e.g.
+"recipe", fields of ``kancoin.codec.latent.LatentRecipe`` that change the recipe `kancoin
+encode` uses with those options; under "context" the latent context model (``{"context":
+K, "predictor": 0 or 1}``, the file's fields) and under "family" other choices of the family
+(``kancoin.nets.latent``'s ``DEFAULT_*`` names, e.g. ``{"DEFAULT_BOUND": 3.0}``), e.g.
 
     python scripts/latent_runs.py data/kodim23.png '{"bpp": 0.3, "iters": 1500}' \
         '{"bpp": 0.3, "iters": 1500, "recipe": {"lr": 0.05}}' \
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 
 import kancoin.nets.latent as latent_family
 from kancoin.codec.latent import LatentRecipe, encode_latent
@@ -31,18 +34,23 @@ def main(argv: list[str]) -> None:
     pixels, _ = load_image(argv[0])
     for text in argv[1:]:
         setting = json.loads(text)
-        recipe = LatentRecipe(**setting.pop("recipe", {}))
-        model = setting.pop("context", {})
+        changes = setting.pop("recipe", {})
+        # the family's choices (kancoin.nets.latent's DEFAULT_*), for this run only
+        family = {f"DEFAULT_{k.upper()}": v for k, v in setting.pop("context", {}).items()}
+        family |= setting.pop("family", {})
         opts = EncodeOptions(arch="latent", **{"device": "cpu", **setting})
-        defaults = latent_family.DEFAULT_CONTEXT, latent_family.DEFAULT_PREDICTOR
-        # the family's choice of context model, for this run only
-        latent_family.DEFAULT_CONTEXT = model.get("context", defaults[0])
-        latent_family.DEFAULT_PREDICTOR = model.get("predictor", defaults[1])
+        # the recipe `kancoin encode` would use with these options, then the changes
+        base = LatentRecipe(batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr)
+        recipe = replace(base, **changes)
+        saved = {name: getattr(latent_family, name) for name in family}
+        for name, value in family.items():
+            setattr(latent_family, name, tuple(value) if isinstance(value, list) else value)
         t0 = time.perf_counter()
         try:
             res = encode_latent(pixels, opts, recipe=recipe)
         finally:
-            latent_family.DEFAULT_CONTEXT, latent_family.DEFAULT_PREDICTOR = defaults
+            for name, value in saved.items():
+                setattr(latent_family, name, value)
         d = res.as_dict()
         row = {
             "setting": text, "psnr": d["psnr"], "bpp": round(d["bpp"], 4),

@@ -92,6 +92,7 @@ def main() -> None:
     fixed = overhead_bytes(spec, 1) + spec.n_synthesis * 6 / 8
     # the synthesis's own parameters (not the context model's, which both files carry)
     kan_params = sum(math.prod(s) for n, s in spec.tensor_shapes() if n.startswith("synthesis."))
+    recipe = LatentRecipe(batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr)  # encode's
     runs = [("kan", args.iters), ("mlp", args.iters)]
     seconds: dict[str, float] = {}
     while runs:
@@ -100,7 +101,7 @@ def main() -> None:
         model = build(spec)
         if kind == "mlp":
             model.synthesis = mlp_like(spec.levels, spec.channels, kan_params)
-        res = train(pixels, spec, LatentRecipe(), iters, torch.device("cpu"), None,
+        res = train(pixels, spec, recipe, iters, torch.device("cpu"), None,
                     budget, fixed, model=model)  # fmt: skip
         seconds.setdefault(kind, res.seconds)
         if args.equal_time and kind == "mlp" and iters == args.iters:
