@@ -235,12 +235,12 @@ def test_context_coder_round_trips_and_matches_its_estimate() -> None:
 
 
 def test_contexts_are_causal_neighbours() -> None:
-    from kancoin.format.context import contexts, diagonals
+    from kancoin.format.context import contexts, lines
 
     q = np.array([[0, 2, 0], [-1, 0, 0]])
     # (0,0): nothing before; (0,1): left 0; (0,2): left 2; (1,0): up 0; (1,1): left 1 + up 2
     assert contexts(q, 4).tolist() == [[0, 0, 2], [0, 3, 0]]
-    order = [(int(r), int(c)) for rs, cs in diagonals(2, 3) for r, c in zip(rs, cs)]
+    order = [(int(r), int(c)) for rs, cs in lines(2, 3) for r, c in zip(rs, cs)]
     assert order == [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (1, 2)]
 
 

@@ -46,11 +46,6 @@ def lines(height: int, width: int, skew: int = 1) -> list[tuple[np.ndarray, np.n
     return out
 
 
-def diagonals(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows, cols) of each anti-diagonal, in coding order."""
-    return lines(height, width, 1)
-
-
 def neighbours(q: np.ndarray) -> np.ndarray:
     """The predictor's causal neighbours of every position of q (H, W): (4, H, W), 0 outside
     the grid."""
@@ -211,11 +206,6 @@ def models_of(header, qtensors: list) -> tuple[np.ndarray, np.ndarray | None]:
         offset = 1 << (WEIGHT_BITS - 1)
         weights = np.asarray(qtensors[at]).reshape(shapes[at][1]).astype(np.int64) - offset
     return np.maximum(scales.astype(np.float64), MIN_SCALE), weights
-
-
-def scales_of(header, qtensors: list) -> np.ndarray:
-    """The (L, K) context scales of a file (``models_of``)."""
-    return models_of(header, qtensors)[0]
 
 
 def encode_stream(header, qtensors: list) -> bytes:
