@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 
 import kancoin.nets.latent as latent_family
-from kancoin.codec.latent import LatentRecipe, encode_latent
+from kancoin.codec.latent import default_recipe, encode_latent
 from kancoin.codec.options import EncodeOptions
 from kancoin.imageio import load_image
 
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
         family |= setting.pop("family", {})
         opts = EncodeOptions(arch="latent", **{"device": "cpu", **setting})
         # the recipe `kancoin encode` would use with these options, then the changes
-        base = LatentRecipe(batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr)
+        base = default_recipe(opts)
         recipe = replace(base, **changes)
         saved = {name: getattr(latent_family, name) for name in family}
         for name, value in family.items():

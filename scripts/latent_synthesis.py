@@ -26,7 +26,7 @@ from torch import nn
 
 from kancoin.codec.decode import decode_bytes
 from kancoin.codec.encode import plan
-from kancoin.codec.latent import LatentRecipe, rounded, serialise, train
+from kancoin.codec.latent import default_recipe, rounded, serialise, train
 from kancoin.codec.options import EncodeOptions
 from kancoin.format import entropy
 from kancoin.format.container import overhead_bytes
@@ -92,7 +92,7 @@ def main() -> None:
     fixed = overhead_bytes(spec, 1) + spec.n_synthesis * 6 / 8
     # the synthesis's own parameters (not the context model's, which both files carry)
     kan_params = sum(math.prod(s) for n, s in spec.tensor_shapes() if n.startswith("synthesis."))
-    recipe = LatentRecipe(batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr)  # encode's
+    recipe = default_recipe(opts)  # encode's
     runs = [("kan", args.iters), ("mlp", args.iters)]
     seconds: dict[str, float] = {}
     while runs:

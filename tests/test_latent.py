@@ -399,3 +399,28 @@ def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
     assert res.extra["deadzone"] > 0
     assert 0.97 * budget <= len(res.data) <= budget
     assert psnr(decode_bytes(res.data).pixels, crop(128, 128)) == pytest.approx(res.psnr)
+
+
+@pytest.mark.parametrize(("bpp", "step"), [(0.15, 1.0), (0.3, 1.0), (0.6, 0.5), (1.2, 0.25)])
+def test_latent_step_follows_the_target(bpp: float, step: float) -> None:
+    from kancoin.codec.latent import default_recipe
+
+    assert default_recipe(EncodeOptions(arch="latent", bpp=bpp)).step == pytest.approx(step)
+
+
+def test_a_rich_target_stores_a_finer_latent_step() -> None:
+    """The written file's grids carry the finer step (read back from its header)."""
+    pixels = crop(96, 96)
+    opts = EncodeOptions(arch="latent", bpp=0.6, iters=30, batch_size=512, device="cpu",
+                         threads=1)  # fmt: skip
+    res = encode_pixels(pixels, opts)
+    header, _ = read_bytes(res.data)
+    first, levels = header.spec.first_grid, header.spec.levels
+    assert {qp.step for qp in header.qparams[first : first + levels]} == {0.5}
+    assert len(res.data) <= int(0.6 * 96 * 96 / 8)
+
+
+def test_a_fixed_lambda_keeps_the_unit_step() -> None:
+    from kancoin.codec.latent import default_recipe
+
+    assert default_recipe(EncodeOptions(arch="latent", bpp=0.6, lmbda=1e-3)).step == 1.0
