@@ -3,7 +3,7 @@
     python scripts/latent_runs.py IMAGE SETTING_JSON...
 
 Each SETTING_JSON holds encoder options (``kancoin.codec.options.EncodeOptions``) and, under
-"recipe", fields of ``kancoin.codec.latent.LatentRecipe`` that change the recipe `kancoin
+"recipe", fields of ``kancoin.codec.latent_recipe.LatentRecipe`` that change the recipe `kancoin
 encode` uses with those options; under "context" the latent context model (``{"context":
 K, "predictor": 0 or 1}``, the file's fields) and under "family" other choices of the family
 (``kancoin.nets.latent``'s ``DEFAULT_*`` names, e.g. ``{"DEFAULT_BOUND": 3.0}``), e.g.
@@ -23,7 +23,8 @@ import time
 from dataclasses import replace
 
 import kancoin.nets.latent as latent_family
-from kancoin.codec.latent import default_recipe, encode_latent
+from kancoin.codec.latent import encode_latent
+from kancoin.codec.latent_recipe import default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.imageio import load_image
 

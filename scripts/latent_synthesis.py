@@ -26,7 +26,8 @@ from torch import nn
 
 from kancoin.codec.decode import decode_bytes
 from kancoin.codec.encode import plan
-from kancoin.codec.latent import default_recipe, rounded, serialise, train
+from kancoin.codec.latent import rounded, serialise, train
+from kancoin.codec.latent_recipe import default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.format import entropy
 from kancoin.format.container import overhead_bytes

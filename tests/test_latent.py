@@ -388,7 +388,8 @@ def test_an_underfull_file_takes_synthesis_bits_before_a_negative_dead_zone(enco
 def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
     """λ held near 0 (no rate control in training): the grids come out over the budget and the
     dead zone trims them until the whole file fits (and fills it to the floor)."""
-    from kancoin.codec.latent import LatentRecipe, encode_latent
+    from kancoin.codec.latent import encode_latent
+    from kancoin.codec.latent_recipe import LatentRecipe
 
     opts = EncodeOptions(arch="latent", bpp=0.3, iters=150, batch_size=512, device="cpu",
                          threads=1)  # fmt: skip
@@ -403,7 +404,7 @@ def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
 
 @pytest.mark.parametrize(("bpp", "step"), [(0.15, 1.0), (0.3, 1.0), (0.6, 0.5), (1.2, 0.25)])
 def test_latent_step_follows_the_target(bpp: float, step: float) -> None:
-    from kancoin.codec.latent import default_recipe
+    from kancoin.codec.latent_recipe import default_recipe
 
     assert default_recipe(EncodeOptions(arch="latent", bpp=bpp)).step == pytest.approx(step)
 
@@ -421,6 +422,6 @@ def test_a_rich_target_stores_a_finer_latent_step() -> None:
 
 
 def test_a_fixed_lambda_keeps_the_unit_step() -> None:
-    from kancoin.codec.latent import default_recipe
+    from kancoin.codec.latent_recipe import default_recipe
 
     assert default_recipe(EncodeOptions(arch="latent", bpp=0.6, lmbda=1e-3)).step == 1.0

@@ -1,0 +1,54 @@
+"""How the latent family trains (``codec.latent``): the recipe and the choices that follow
+from the encoder's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kancoin.codec.options import EncodeOptions
+
+
+@dataclass(frozen=True)
+class LatentRecipe:
+    """How the grids and the synthesis are trained (docs/research/latent.md)."""
+
+    crop: int = 0  # side of square training crops, pixels; 0: random pixels (``batch``)
+    batch: int = 10_000  # pixels per step when crop is 0
+    lr: float = 3e-2  # Adam, latents and synthesis
+    final_lr_frac: float = 0.05  # cosine decay to lr × this
+    hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
+    # soft rounding before the hard phase (C3): the synthesis sees s(s(y) + u), the rate
+    # s(y) + u, s of temperature annealed from soft_t0 to soft_t1; 0: uniform noise alone
+    soft_t0: float = 0.0
+    soft_t1: float = 0.1
+    step: float = 1.0  # a latent integer's value at the synthesis input (``latent_step``)
+    lmbda0: float = 0.002  # λ to start from (rate control moves it)
+    control_every: int = 10  # steps between λ updates
+    control_gain: float = 0.3  # log λ += gain · log(estimated size / target)
+    control_until: float = 0.95  # λ is frozen for the last 5 % of the steps
+    target_frac: float = 1.0  # of the budget, aimed at during training (the dead zone trims)
+    refine: float = 0.1  # × steps of hard rounding at a lower λ, if a file lands under 97 %
+
+
+STEP_BPP = 0.3  # the rate up to which a latent integer is worth 1 at the synthesis input
+
+
+def latent_step(bpp: float | None) -> float:
+    """The latent step for a target of ``bpp``: 1 up to 0.3 bpp, then STEP_BPP / bpp (0.5 at
+    0.6 bpp); 1 with a fixed λ (no target).
+
+    Why: at step 1 a rich budget is not spent. The features reach the edge of the synthesis's
+    input grid, more latent precision stops paying for itself, and the file lands under its
+    budget however fine its synthesis weights. On kodim23 at 0.6 bpp, step 0.5 gives 33.43 dB
+    at 0.590 bpp where step 1 gives 29.06 dB at 0.582 bpp (docs/research/latent.md)."""
+    if not bpp or bpp <= STEP_BPP:
+        return 1.0
+    return STEP_BPP / bpp
+
+
+def default_recipe(opts: EncodeOptions) -> LatentRecipe:
+    """The recipe ``kancoin encode`` trains with under ``opts``."""
+    return LatentRecipe(
+        batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr,
+        step=latent_step(None if opts.lmbda is not None else opts.bpp),
+    )  # fmt: skip
