@@ -424,4 +424,12 @@ def test_a_rich_target_stores_a_finer_latent_step() -> None:
 def test_a_fixed_lambda_keeps_the_unit_step() -> None:
     from kancoin.codec.latent_recipe import default_recipe
 
-    assert default_recipe(EncodeOptions(arch="latent", bpp=0.6, lmbda=1e-3)).step == 1.0
+    recipe = default_recipe(EncodeOptions(arch="latent", bpp=0.6, lmbda=1e-3))
+    assert (recipe.step, recipe.target_frac) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("bpp", "frac"), [(0.15, 1.0), (0.3, 1.0), (0.6, 0.93), (1.2, 0.93)])
+def test_training_aims_under_a_rich_budget(bpp: float, frac: float) -> None:
+    from kancoin.codec.latent_recipe import default_recipe
+
+    assert default_recipe(EncodeOptions(arch="latent", bpp=bpp)).target_frac == frac
