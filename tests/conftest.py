@@ -163,10 +163,10 @@ KERNEL_ORDER = {
         ("test_bdrate.py", "test_bitstream.py", "test_entropy.py", "test_eval_scale.py",
          "test_quant.py", "test_ratecontrol.py", "test_sweep.py"), 0,
     ),
-    # the table, forwards and gathers, 4-wide backward blocks, the latent decoder's upsampling
+    # the table, forwards and gathers, 4-wide backward blocks
     **dict.fromkeys(
         ("test_bases.py", "test_bitalloc.py", "test_eval_errors.py", "test_fileio.py",
-         "test_imageio.py", "test_golden.py", "test_latent.py"), 1,
+         "test_imageio.py", "test_golden.py", "test_latent.py", "test_latent_render.py"), 1,
     ),
     # 8-wide blocks: the shared encode (conftest's encoded) and the encodes of the same size
     **dict.fromkeys(

@@ -76,27 +76,12 @@ def warm() -> None:
         parts = np.zeros((1, *table.shape), f32)
         kernels_train.table_grad(parts, power_matrix_f32(3), np.zeros((n_in, 4), f32), coef)
 
-    def latent() -> None:
-        """The latent family's upsampling (its decoder's own kernels)."""
-        from kancoin.nets.latent import kernels
-        from kancoin.nets.latent.grids import taps
-
-        g = np.zeros((3, 4), f32)
-        iy, wy = taps(6, 3)
-        rows = np.zeros((6, 4), f32)
-        kernels.upsample_rows(g, iy, wy, rows)
-        ix, wx = taps(8, 4)
-        feats = np.zeros((6 * 8, 2), f32)
-        kernels.upsample_cols(rows, ix, wx, feats, 0, 0, 6)
-        kernels.copy_rows(np.zeros((6, 8), f32), feats, 1, 0, 6)
-
-    # in the order of conftest.KERNEL_ORDER: the core, 4-wide blocks and gathers, the latent
-    # decoder's upsampling; 8-wide blocks; 16-wide, 32-wide; the other orders
+    # in the order of conftest.KERNEL_ORDER: the core, 4-wide blocks and gathers; 8-wide blocks;
+    # 16-wide, 32-wide; the other orders
     for step in (
         core,
         lambda: cubic_backward(3),  # 4-wide blocks (1..4 outputs)
         grid_sums,
-        latent,
         lambda: cubic_backward(8),  # 8-wide blocks (5..8 outputs)
         lambda: cubic_backward(12),  # 16-wide blocks (9..16 outputs, and past 32)
         lambda: cubic_backward(20),  # one 32-wide block (17..32 outputs)

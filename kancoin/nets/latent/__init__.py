@@ -3,8 +3,8 @@
 The file stores L one-channel grids (level l: ceil(H / 2^l) × ceil(W / 2^l) integers, each
 grid with its own step and entropy model) and a B-spline KAN synthesis network (L inputs, the
 grids interpolated to each pixel; ``channels`` outputs). Decoding range-decodes the grids,
-interpolates them to the pixel grid (``grids``, ``kernels``) and runs the synthesis with the
-KAN decoding kernels: numpy and numba only, no torch. Training (``kancoin.codec.latent``)
+interpolates them to the pixel grid (``grids``) and runs the synthesis (``render``): numpy
+alone, no torch and no numba. Training (``kancoin.codec.latent``)
 learns the grids and the network together with the rate in the loss (the family of Cool-chic
 and C3).
 """
@@ -294,10 +294,16 @@ class LatentFamily(NetFamily):
         return render(spec, arrays, chunk)
 
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
-        edge = spec.spline_order + 2  # multiply-adds per edge (the fused kernels)
+        edge = spec.spline_order + 2  # multiply-adds per edge
         per_pixel = sum(i * o * edge + o for i, o in spec.layer_dims()) + 8 * spec.levels
-        widest = max(max(spec.widths), 32)
-        return float(per_pixel) * height * width, 4 * (spec.levels + 3 * widest)
+        widest = max(spec.widths)
+        # render's temporaries per pixel: the features; per layer k + 6 float32 (N, O) arrays,
+        # about 64 bytes per input (its SiLU in float64, interval, position) and the SiLU
+        # weights spread over the pixels (I × O)
+        spread = max(i * o for i, o in spec.layer_dims())
+        return float(per_pixel) * height * width, 4 * (
+            spec.levels + (spec.spline_order + 6) * widest + 16 * widest + spread
+        )
 
 
 def _useful_levels(height: int, width: int, first: int) -> int:

@@ -5,7 +5,7 @@ brought to the pixel grid by separable bicubic interpolation (Keys, a = −0.75,
 aligned: PyTorch's ``interpolate(mode="bicubic", align_corners=False)``, indices clamped at the
 borders); level 0 is already there. One axis's interpolation is a table of 4 taps per output
 sample (``taps``): the trainer gathers through the same table (torch ops), the decoder runs it
-in a fixed order (``kernels``), so both interpolate with the same weights.
+in a fixed order (``render``), so both interpolate with the same weights.
 """
 
 from __future__ import annotations
