@@ -22,17 +22,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    ap.add_argument(
+        "--threads", type=int, default=None,
+        help="in-process threads: numba's, and the latent decoder's (default: all)",
+    )  # fmt: skip
     args = ap.parse_args()
     import numba
 
     from kancoin.codec.decode import decode_bytes
+    from kancoin.nets.latent import render
 
     if args.threads:
         numba.set_num_threads(args.threads)
+        render.THREADS = args.threads
     for path in args.files:
         data = path.read_bytes()
-        decode_bytes(data)  # warm-up: numba's cached kernels load
+        decode_bytes(data)  # warm-up: numba's cached kernels load (KAN files)
         inproc = [decode_bytes(data).seconds for _ in range(args.repeat)]
         walls = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +56,8 @@ def main() -> None:
             "file": str(path), "arch": h.spec.arch, "size": f"{h.width}x{h.height}",
             "in_process_s": round(statistics.median(inproc), 3),
             "process_s": round(statistics.median(walls), 3),
-            "numba_threads": numba.get_num_threads(),
+            "threads": render.decode_threads() if h.spec.arch == "latent"
+            else numba.get_num_threads(),
         }  # fmt: skip
         print(json.dumps(row))
 

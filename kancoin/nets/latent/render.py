@@ -1,23 +1,28 @@
-"""Decoding a latent file's tensors to pixels: numpy only (no torch, no numba).
+"""Decoding a latent file's tensors to pixels: numpy alone (no torch, no numba).
 
 grids -> features (rows of pixels at a time, bounded memory) -> synthesis KAN -> uint8.
 
-Why numpy alone: a ``kancoin decode`` process spends more time starting numba (its import and
-its first cached kernel, ~0.9 s on the 2-vCPU VM) than decoding a 768×512 file; without it
-the whole process fits in about a second (docs/speed.md).
+Why numpy: a ``kancoin decode`` process spent more time starting numba (its import and its
+first cached kernel, ~0.9 s on the 2-vCPU VM) than decoding a 768×512 file. Where numba is
+loaded already (an encode, an eval) the synthesis runs in ``kernels`` instead, which forms
+every value the same way, about 2.5× faster; both give the same bits (tests).
 
 Numerics: every value is formed by IEEE-754 additions, multiplications and divisions in a
-fixed order, elementwise (no reductions, no BLAS, no library ``exp``, whose last bit varies
-between machines and SIMD paths), so a file decodes to the same bits on any machine and at any
-thread count. The order of operations is that of the numba decoding kernels
-(``kancoin.nets.kan.kernels_decode``), so both agree wherever their ``exp`` agree.
+fixed order, elementwise (no reductions, no BLAS, and a library ``exp`` only where its last bit
+cannot matter: ``exp32``), so a file decodes to the same bits on any machine and at any thread
+count. The order of operations is that of the KAN family's numba decoding kernels
+(``kancoin.nets.kan.kernels_decode``), so files decode to the pixels they did with those
+wherever libm's float32 exp was correctly rounded (all 72 Kodak files of docs/results, and
+the golden files).
 """
 
 from __future__ import annotations
 
 import decimal
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -123,17 +128,42 @@ def spline_table(base: np.ndarray, coef: np.ndarray, spline_order: int) -> np.nd
     return table
 
 
-def layer_forward(
-    x: np.ndarray, table: np.ndarray, spec, silu_weights: np.ndarray | None = None
-) -> np.ndarray:
-    """One synthesis layer's edge sums: x (I, N) float32 -> (N, O) float32.
+NARROW = 8  # layers with fewer outputs run with the pixels as the inner dimension (faster)
 
-    Layout, for speed in numpy: each input's coefficients are gathered as whole rows
-    (N, O) (one copy of O values per pixel), and the per-pixel factors t, t², t³, SiLU are
-    spread over (N, O) once, so every product and sum runs over contiguous arrays.
-    ``silu_weights``: the SiLU weights spread over at least N pixels, (I, ≥ N, O)
-    (``spread_silu_weights``; made here if not given)."""
+
+@dataclass
+class Layer:
+    """One synthesis layer, ready for ``layer_forward``."""
+
+    table: np.ndarray  # (I, k + 2, n_int + 1, O), ``spline_table``
+    bias: np.ndarray  # (O, 1)
+    prepared: np.ndarray  # wide layers: the SiLU weights spread over the pixels, (I, ≥ N, O);
+    # narrow ones: each interval's k + 1 coefficient rows side by side, (I, n_int + 1, (k + 1)·O)
+
+    @classmethod
+    def build(cls, base, coef, bias, spline_order: int, n: int) -> Layer:
+        table = spline_table(base, coef, spline_order)
+        n_in, _, n_rows, n_out = table.shape
+        if n_out < NARROW:
+            rows = table[:, : spline_order + 1].transpose(0, 2, 1, 3)
+            prepared = np.ascontiguousarray(rows).reshape(n_in, n_rows, -1)
+        else:
+            w = table[:, -1, 0]  # (I, O): the same on every interval
+            prepared = np.ascontiguousarray(np.broadcast_to(w[:, None], (n_in, n, n_out)))
+        return cls(table, np.asarray(bias, np.float32).reshape(-1, 1), prepared)
+
+
+def layer_forward(x: np.ndarray, layer: Layer, spec) -> np.ndarray:
+    """One synthesis layer, bias included: x (I, N) float32 -> (O, N) float32.
+
+    Every value is formed as the cubic decoding kernel forms it: for each input in order,
+    acc += (((T0 + t T1) + t² T2) + t³ T3) + s·W, T the coefficients of its interval, t the
+    position in it, s its SiLU (other spline orders: each power into acc on its own). Layouts
+    for speed in numpy: a wide layer gathers each input's coefficients as rows (N, O) and
+    spreads t and s over (N, O), so every operation runs over contiguous arrays; a narrow one
+    gathers all k + 1 rows at once and computes on their transposes, pixels inner."""
     k = spec.spline_order
+    table = layer.table
     n_in, _, n_rows, n_out = table.shape
     n_int = n_rows - 1
     g0, inv_h = (_F32(v) for v in grid_position(spec.grid_size, k, spec.grid_range))
@@ -143,67 +173,94 @@ def layer_forward(
     inside = (pos >= 0) & (pos < n_int)  # NaN is outside
     ms = np.where(inside, pos, _F32(n_int)).astype(np.intp)  # pos >= 0: truncation floors
     ts = np.where(inside, pos - ms.astype(np.float32), _F32(0.0))
-    acc = np.zeros((n, n_out), np.float32)
-    rows = np.empty((k + 1, n, n_out), np.float32)
-    term = np.empty((n, n_out), np.float32)
-    silu = np.empty((n, n_out), np.float32)
-    if silu_weights is None or silu_weights.shape[1] < n:
-        silu_weights = spread_silu_weights(table, n)
+    narrow = n_out < NARROW
+    shape = (n_out, n) if narrow else (n, n_out)
+    acc = np.zeros(shape, np.float32)
+    term = np.empty(shape, np.float32)
+    silu = np.empty(shape, np.float32)
+    # products of the (strided) gathered rows go into C-ordered buffers: a product numpy
+    # allocates follows its input's layout, and mixing layouts is several times slower
+    prod = np.empty(shape, np.float32)
+    if narrow:
+        gathered = np.empty((n, (k + 1) * n_out), np.float32)
+        weights = table[:, k + 1, 0][:, :, None]  # (I, O, 1)
+    else:
+        gathered = np.empty((k + 1, n, n_out), np.float32)
+        if layer.prepared.shape[1] < n:
+            raise ValueError("layer_forward: the layer was built for fewer pixels")
     for i in range(n_in):
-        m = ms[i]
-        for p in range(k + 1):
-            np.take(table[i, p], m, axis=0, out=rows[p], mode="clip")  # m is in range
-        te = np.repeat(ts[i], n_out).reshape(n, n_out)
-        np.multiply(np.repeat(silus[i], n_out).reshape(n, n_out), silu_weights[i, :n], out=silu)
-        if k == 3:  # the cubic kernel's grouping: (((T0 + t T1) + t² T2) + t³ T3) + s·W
-            np.multiply(rows[1], te, out=term)
+        if narrow:
+            np.take(layer.prepared[i], ms[i], axis=0, out=gathered, mode="clip")  # m in range
+            rows = gathered.T.reshape(k + 1, n_out, n)  # views, pixels inner
+            t = ts[i]
+            np.multiply(weights[i], silus[i], out=silu)
+        else:
+            for p in range(k + 1):
+                np.take(table[i, p], ms[i], axis=0, out=gathered[p], mode="clip")
+            rows = gathered
+            t = np.repeat(ts[i], n_out).reshape(n, n_out)
+            np.multiply(np.repeat(silus[i], n_out).reshape(n, n_out), layer.prepared[i, :n],
+                        out=silu)  # fmt: skip
+        if k == 3:  # the cubic kernel's grouping
+            np.multiply(rows[1], t, out=term)
             term += rows[0]
-            t2 = te * te
-            rows[2] *= t2
-            term += rows[2]
-            t2 *= te  # t³
-            rows[3] *= t2
-            term += rows[3]
+            t2 = t * t
+            term += np.multiply(rows[2], t2, out=prod)
+            t2 *= t  # t³
+            term += np.multiply(rows[3], t2, out=prod)
             term += silu
             acc += term
-        else:  # the general kernel: each power on its own into the sum, then s·W
-            v = np.ones_like(te)
+        else:  # the general kernel
+            v = np.ones_like(t)
             for p in range(k + 1):
-                acc += v * rows[p]
-                v = v * te
+                acc += np.multiply(v, rows[p], out=prod)
+                v = v * t
             acc += silu
-    return acc
+    out = acc if narrow else np.ascontiguousarray(acc.T)
+    out += layer.bias
+    return out
 
 
-def spread_silu_weights(table: np.ndarray, n: int) -> np.ndarray:
-    """A layer's SiLU weights (the table's last row) repeated for n pixels: (I, n, O)."""
-    w = table[:, -1, 0]  # (I, O): the same on every interval
-    return np.ascontiguousarray(np.broadcast_to(w[:, None, :], (w.shape[0], n, w.shape[1])))
-
-
-def synthesis_tables(
-    spec, arrays: list[np.ndarray], n: int = 0
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """Per synthesis layer: (table, bias (O,), SiLU weights spread over n pixels or None)
-    from the stored tensors (file order)."""
+def synthesis_layers(spec, arrays: list[np.ndarray], n: int) -> list[Layer]:
+    """The synthesis's layers from the stored tensors (file order), for up to n pixels at once."""
     out = []
     it = iter(arrays[spec.first_grid + spec.levels :])
     for _ in spec.layer_dims():
         base, coef, bias = next(it), next(it), next(it)
-        table = spline_table(base, coef, spec.spline_order)
-        spread = spread_silu_weights(table, n) if n else None
-        out.append((table, np.asarray(bias, np.float32).reshape(-1), spread))
+        out.append(Layer.build(base, coef, bias, spec.spline_order, n))
     return out
 
 
-def synthesize(spec, tables, feats: np.ndarray) -> np.ndarray:
-    """feats (L, N) float32 -> outputs (N, C) float32."""
+KERNELS = "auto"  # the synthesis's code: "numpy", "numba", or "auto" (numba where loaded)
+
+
+def numba_kernels():
+    """The numba synthesis (``kernels``, the same bits, faster) if ``KERNELS`` asks for it or,
+    on "auto", this process has numba loaded already (starting it costs more than a numpy
+    decode); else None."""
+    if KERNELS == "numpy" or (KERNELS == "auto" and "numba" not in sys.modules):
+        return None
+    try:
+        from kancoin.nets.latent import kernels
+    except Exception:  # noqa: BLE001 - numba unusable here: numpy gives the same bits
+        if KERNELS == "numba":
+            raise
+        return None
+    return kernels
+
+
+def synthesize(spec, layers: list[Layer], feats: np.ndarray) -> np.ndarray:
+    """feats (L, N) float32 -> outputs (C, N) float32."""
     x = feats
-    for j, (table, bias, spread) in enumerate(tables):
-        if j:
-            x = np.ascontiguousarray(x.T)  # (N, I) -> (I, N): each input's values contiguous
-        x = layer_forward(x, table, spec, spread)
-        x += bias
+    kernels = numba_kernels()
+    g0, inv_h = grid_position(spec.grid_size, spec.spline_order, spec.grid_range)
+    for layer in layers:
+        if kernels is None:
+            x = layer_forward(x, layer, spec)
+        else:
+            y = np.empty((layer.table.shape[-1], x.shape[1]), np.float32)
+            kernels.layer_forward(x, layer.table, g0, inv_h, layer.bias[:, 0], y)
+            x = y
     return x
 
 
@@ -228,9 +285,14 @@ def _interpolate(src: np.ndarray, idx: np.ndarray, wt: np.ndarray, axis: int) ->
     return out
 
 
+THREADS = 0  # threads a decode renders with; 0: ``decode_threads()`` (benchmarks set it)
+
+
 def decode_threads() -> int:
-    """Threads a decode renders with: the CPUs this process may use, at most 4 (numpy releases
-    the GIL inside each operation; the pixels do not depend on the count)."""
+    """Threads a decode renders with: ``THREADS``, or the CPUs this process may use, at most 4
+    (numpy releases the GIL inside each operation; the pixels do not depend on the count)."""
+    if THREADS:
+        return THREADS
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -260,7 +322,7 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
     if threads > 1:  # the threads share the chunk's memory
         starts = range(0, h, max(1, min(chunk // threads, ROWS_PIXELS) // w))
     step = starts.step
-    tables = synthesis_tables(spec, arrays, min(h, step) * w)
+    layers = synthesis_layers(spec, arrays, min(h, step) * w)
 
     def band(r0: int) -> None:
         r1 = min(h, r0 + step)
@@ -268,8 +330,8 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
         for lv, (r, ct) in enumerate(zip(rows, col_taps, strict=True)):
             part = r[r0:r1] if ct is None else _interpolate(r[r0:r1], *ct, axis=1)
             feats[lv] = part.reshape(-1)
-        y = synthesize(spec, tables, feats)  # (N, C)
-        out[r0:r1] = to_uint8(y).reshape(r1 - r0, w, spec.channels)
+        y = synthesize(spec, layers, feats)  # (C, N)
+        out[r0:r1] = to_uint8(y).T.reshape(r1 - r0, w, spec.channels)
 
     if threads <= 1:
         for r0 in starts:
