@@ -1,7 +1,10 @@
 """Decode speed of .kc files: in-process (``decode_bytes``, median of --repeat, after one
 warm-up) and the whole ``kancoin decode`` process (median wall time), per file.
 
-    python scripts/bench_decode.py FILE.kc... [--repeat 5] [--threads N]
+    python scripts/bench_decode.py FILE.kc... [--repeat 5] [--threads N] [--kernels numpy]
+
+The process imports numba, so a latent file's in-process decode runs the numba synthesis
+unless ``--kernels numpy`` (what a ``kancoin decode`` process runs); both give the same pixels.
 
 Say which machine and how loaded it was when you quote the figures (docs/speed.md).
 """
@@ -26,12 +29,17 @@ def main() -> None:
         "--threads", type=int, default=None,
         help="in-process threads: numba's, and the latent decoder's (default: all)",
     )  # fmt: skip
+    ap.add_argument(
+        "--kernels", choices=["auto", "numpy", "numba"], default="auto",
+        help="the latent synthesis in process (kancoin.nets.latent.render.KERNELS)",
+    )  # fmt: skip
     args = ap.parse_args()
     import numba
 
     from kancoin.codec.decode import decode_bytes
     from kancoin.nets.latent import render
 
+    render.KERNELS = args.kernels
     if args.threads:
         numba.set_num_threads(args.threads)
         render.THREADS = args.threads
@@ -58,6 +66,7 @@ def main() -> None:
             "process_s": round(statistics.median(walls), 3),
             "threads": render.decode_threads() if h.spec.arch == "latent"
             else numba.get_num_threads(),
+            "kernels": args.kernels if h.spec.arch == "latent" else "numba",
         }  # fmt: skip
         print(json.dumps(row))
 
