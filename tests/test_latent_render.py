@@ -154,3 +154,23 @@ def test_numba_and_numpy_synthesis_agree_bit_for_bit(order: int, monkeypatch) ->
     theirs = R.synthesize(spec, layers, x)
     assert np.array_equal(ours, theirs, equal_nan=True)
     assert np.isfinite(ours[:, 8:]).all()
+
+
+def test_extreme_values_decode_without_warnings(monkeypatch) -> None:
+    """Grids and weights at float32's edges (a hostile file's, within the format) give IEEE
+    results and the same uint8 pixels on both paths, no warning on any thread."""
+    header, q = read_bytes((GOLDEN / "tiny_latent.kc").read_bytes())
+    arrays = [a.copy() for a in weights(header, q)]
+    first = header.spec.first_grid
+    arrays[first][:] = 3e38
+    arrays[first + 1][:] = -3e38
+    arrays[-3][:] = 1e38  # a synthesis weight tensor
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kernels in ("numpy", "numba"):
+            monkeypatch.setattr(R, "KERNELS", kernels)
+            for threads in (1, 2):
+                seen.append(R.render(header.spec, arrays, threads=threads))
+    assert seen[0].shape == (40, 48, 3)
+    assert all(np.array_equal(px, seen[0]) for px in seen)

@@ -325,6 +325,10 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
     layers = synthesis_layers(spec, arrays, min(h, step) * w)
 
     def band(r0: int) -> None:
+        with np.errstate(all="ignore"):  # IEEE results (inf, NaN) from a hostile file's values
+            _band(r0)
+
+    def _band(r0: int) -> None:
         r1 = min(h, r0 + step)
         feats = np.empty((spec.levels, (r1 - r0) * w), np.float32)
         for lv, (r, ct) in enumerate(zip(rows, col_taps, strict=True)):
