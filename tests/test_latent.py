@@ -402,7 +402,10 @@ def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
     assert psnr(decode_bytes(res.data).pixels, crop(128, 128)) == pytest.approx(res.psnr)
 
 
-@pytest.mark.parametrize(("bpp", "step"), [(0.15, 1.0), (0.3, 1.0), (0.6, 0.5), (1.2, 0.25)])
+@pytest.mark.parametrize(
+    ("bpp", "step"),
+    [(0.1, 1.0), (0.15, 1.0), (0.225, 5 / 6), (0.3, 2 / 3), (0.45, 2 / 3), (0.6, 0.5), (1.2, 0.25)],
+)
 def test_latent_step_follows_the_target(bpp: float, step: float) -> None:
     from kancoin.codec.latent_recipe import default_recipe
 
