@@ -12,7 +12,7 @@ fixed order, elementwise (no reductions, no BLAS, and a library ``exp`` only whe
 cannot matter: ``exp32``), so a file decodes to the same bits on any machine and at any thread
 count. The order of operations is that of the KAN family's numba decoding kernels
 (``kancoin.nets.kan.kernels_decode``), so files decode to the pixels they did with those
-wherever libm's float32 exp was correctly rounded (all 72 Kodak files of docs/results, and
+wherever libm's float32 exp was correctly rounded (all 120 Kodak files of docs/results, and
 the golden files).
 """
 
