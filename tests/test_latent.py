@@ -404,7 +404,8 @@ def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
 
 @pytest.mark.parametrize(
     ("bpp", "step"),
-    [(0.1, 1.0), (0.15, 1.0), (0.225, 5 / 6), (0.3, 2 / 3), (0.45, 2 / 3), (0.6, 0.5), (1.2, 0.25)],
+    [(0.1, 2 / 3), (0.15, 2 / 3), (0.3, 2 / 3), (0.45, 2 / 3), (0.46, 0.3 / 0.46), (0.6, 0.5),
+     (1.2, 0.25)],
 )
 def test_latent_step_follows_the_target(bpp: float, step: float) -> None:
     from kancoin.codec.latent_recipe import default_recipe

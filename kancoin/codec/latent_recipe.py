@@ -31,29 +31,24 @@ class LatentRecipe:
 
 
 STEP_BPP = 0.3  # the rate above which training aims under the budget (``latent_target_frac``)
-LOW_BPP = 0.15  # up to this rate a latent integer is worth 1 at the synthesis input
-MID_STEP = 2 / 3  # the step from 0.3 to 0.45 bpp
-RICH_BPP = 0.45  # above it the step is 0.3 / bpp
+LOW_STEP = 2 / 3  # the latent step up to RICH_BPP
+RICH_BPP = 0.45  # above it the step is 0.3 / bpp (continuous: 0.3 / 0.45 = 2/3)
 
 
 def latent_step(bpp: float | None) -> float:
-    """The latent step for a target of ``bpp``: 1 up to 0.15 bpp, falling linearly to 2/3 at
-    0.3 bpp, 2/3 up to 0.45 bpp, then 0.3 / bpp (0.5 at 0.6 bpp); 1 with a fixed λ (no
-    target).
+    """The latent step for a target of ``bpp``: 2/3 up to 0.45 bpp, then 0.3 / bpp (0.5 at
+    0.6 bpp); 1 with a fixed λ (no target).
 
-    Why: at step 1 a rich budget is not spent. The features reach the edge of the synthesis's
-    input grid, more latent precision stops paying for itself, and the file lands under its
-    budget however fine its synthesis weights. On kodim23 at 0.6 bpp, step 0.5 gives 33.43 dB
-    at 0.590 bpp where step 1 gives 29.06 dB at 0.582 bpp; at 0.3 bpp step 2/3 gives the four
-    tuning images +0.21 dB (smooth ones up to +0.68 dB, textured ones level). 0.15 and 0.45
-    bpp were measured at steps 1 and 2/3; the ramp between 0.15 and 0.3 bpp was not
+    Why: at step 1 the features of smooth images reach the edge of the synthesis's input
+    grid, more latent precision stops paying for itself, and a rich budget is not spent. On
+    kodim23 at 0.6 bpp step 0.5 gives 33.43 dB at 0.590 bpp where step 1 gives 29.06 dB at
+    0.582 bpp. On the four tuning images step 2/3 against 1 is +0.10 dB at 0.15 bpp and
+    +0.21 dB at 0.3 bpp (textured images level, kodim23 +0.2 to +0.7 dB)
     (docs/research/latent.md)."""
-    if not bpp or bpp <= LOW_BPP:
+    if not bpp:
         return 1.0
-    if bpp <= STEP_BPP:
-        return 1.0 - (1.0 - MID_STEP) * (bpp - LOW_BPP) / (STEP_BPP - LOW_BPP)
     if bpp <= RICH_BPP:
-        return MID_STEP
+        return LOW_STEP
     return STEP_BPP / bpp
 
 
