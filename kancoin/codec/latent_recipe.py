@@ -30,7 +30,7 @@ class LatentRecipe:
     refine: float = 0.1  # × steps of hard rounding at a lower λ, if a file lands under 97 %
 
 
-STEP_BPP = 0.3  # the rate above which training aims under the budget (``latent_target_frac``)
+STEP_BPP = 0.3  # above it training aims under the budget; past RICH_BPP the step is it / bpp
 LOW_STEP = 2 / 3  # the latent step up to RICH_BPP
 RICH_BPP = 0.45  # above it the step is 0.3 / bpp (continuous: 0.3 / 0.45 = 2/3)
 

@@ -137,14 +137,19 @@ class Layer:
 
     table: np.ndarray  # (I, k + 2, n_int + 1, O), ``spline_table``
     bias: np.ndarray  # (O, 1)
-    prepared: np.ndarray  # wide layers: the SiLU weights spread over the pixels, (I, ≥ N, O);
-    # narrow ones: each interval's k + 1 coefficient rows side by side, (I, n_int + 1, (k + 1)·O)
+    prepared: np.ndarray | None  # wide layers: the SiLU weights spread over the pixels,
+    # (I, ≥ N, O) (None where the numba synthesis runs: n = 0); narrow ones: each interval's
+    # k + 1 coefficient rows side by side, (I, n_int + 1, (k + 1)·O)
 
     @classmethod
     def build(cls, base, coef, bias, spline_order: int, n: int) -> Layer:
+        """The layer from its stored tensors, for up to n pixels at once in ``layer_forward``
+        (n = 0: for the numba synthesis, which needs the table alone)."""
         table = spline_table(base, coef, spline_order)
         n_in, _, n_rows, n_out = table.shape
-        if n_out < NARROW:
+        if not n:
+            prepared = None
+        elif n_out < NARROW:
             rows = table[:, : spline_order + 1].transpose(0, 2, 1, 3)
             prepared = np.ascontiguousarray(rows).reshape(n_in, n_rows, -1)
         else:
@@ -186,7 +191,7 @@ def layer_forward(x: np.ndarray, layer: Layer, spec) -> np.ndarray:
         weights = table[:, k + 1, 0][:, :, None]  # (I, O, 1)
     else:
         gathered = np.empty((k + 1, n, n_out), np.float32)
-        if layer.prepared.shape[1] < n:
+        if layer.prepared is None or layer.prepared.shape[1] < n:
             raise ValueError("layer_forward: the layer was built for fewer pixels")
     for i in range(n_in):
         if narrow:
@@ -249,10 +254,10 @@ def numba_kernels():
     return kernels
 
 
-def synthesize(spec, layers: list[Layer], feats: np.ndarray) -> np.ndarray:
-    """feats (L, N) float32 -> outputs (C, N) float32."""
+def synthesize(spec, layers: list[Layer], feats: np.ndarray, kernels=None) -> np.ndarray:
+    """feats (L, N) float32 -> outputs (C, N) float32; ``kernels``: the numba synthesis
+    (``numba_kernels()``), or None for numpy."""
     x = feats
-    kernels = numba_kernels()
     g0, inv_h = grid_position(spec.grid_size, spec.spline_order, spec.grid_range)
     for layer in layers:
         if kernels is None:
@@ -322,7 +327,8 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
     if threads > 1:  # the threads share the chunk's memory
         starts = range(0, h, max(1, min(chunk // threads, ROWS_PIXELS) // w))
     step = starts.step
-    layers = synthesis_layers(spec, arrays, min(h, step) * w)
+    kernels = numba_kernels()  # once: the same for every band
+    layers = synthesis_layers(spec, arrays, 0 if kernels else min(h, step) * w)
 
     def band(r0: int) -> None:
         with np.errstate(all="ignore"):  # IEEE results (inf, NaN) from a hostile file's values
@@ -334,7 +340,7 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
         for lv, (r, ct) in enumerate(zip(rows, col_taps, strict=True)):
             part = r[r0:r1] if ct is None else _interpolate(r[r0:r1], *ct, axis=1)
             feats[lv] = part.reshape(-1)
-        y = synthesize(spec, layers, feats)  # (C, N)
+        y = synthesize(spec, layers, feats, kernels)  # (C, N)
         out[r0:r1] = to_uint8(y).T.reshape(r1 - r0, w, spec.channels)
 
     if threads <= 1:
