@@ -89,9 +89,13 @@ def test_fast_paths_equal_reference_with_gradients(k: int, grid: int) -> None:
     # Both fast paths locate x by its position in the grid (one rounding) instead of by
     # differences to every knot; through three random layers that can cost a few times the
     # reference's own float32 error. The single-layer test below holds them to 1e-5.
+    # Gradients (every index past 0) are float32 sums over the 3000 samples, which the fast
+    # paths add in a different order (blocks, threads): their worst case is about n * 2**-24
+    # = 1.8e-4 of the largest term, so they get 1e-4; a wrong basis or knot is off by > 1e-2.
     for backend, factor in (("fused", 10), ("dense", 10)):
         for i, (err, err_ref) in enumerate(zip(errors(backend), ref32, strict=True)):
-            assert err <= max(1e-5, factor * err_ref), (backend, i, err, err_ref)
+            floor = 1e-5 if i == 0 else 1e-4
+            assert err <= max(floor, factor * err_ref), (backend, i, err, err_ref)
 
 
 @pytest.mark.parametrize("k", [1, 3, 4])
