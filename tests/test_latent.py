@@ -437,3 +437,36 @@ def test_training_aims_under_a_rich_budget(bpp: float, frac: float) -> None:
     from kancoin.codec.latent_recipe import default_recipe
 
     assert default_recipe(EncodeOptions(arch="latent", bpp=bpp)).target_frac == frac
+
+
+@pytest.mark.parametrize(("iters", "hard"), [(100, 10), (1000, 100), (3000, 300), (10000, 300)])
+def test_the_hard_phase_is_a_tenth_of_the_steps_up_to_300(iters: int, hard: int) -> None:
+    from kancoin.codec.latent_recipe import default_recipe
+
+    opts = EncodeOptions(arch="latent", iters=iters)
+    assert round(iters * default_recipe(opts).hard) == hard
+    # an explicit --qat is the fraction asked for; the KAN keeps its tenth
+    assert default_recipe(EncodeOptions(arch="latent", iters=iters, qat=0.2)).hard == 0.2
+    assert EncodeOptions(iters=iters).qat_iters == round(iters / 10)
+
+
+def test_a_hard_phase_without_latents_trains_the_synthesis_alone() -> None:
+    from dataclasses import replace
+
+    from kancoin.codec.encode import plan
+    from kancoin.codec.latent import train
+    from kancoin.codec.latent_recipe import default_recipe
+    from kancoin.nets import build
+
+    pixels = crop(48, 48)
+    opts = EncodeOptions(arch="latent", bpp=2.0, iters=6, batch_size=256, device="cpu")
+    spec = plan(pixels.shape, opts)
+    recipe = replace(default_recipe(opts), hard=1.0, hard_latents=False)
+    torch.manual_seed(0)
+    fresh = build(spec)
+    trained = train(pixels, spec, recipe, 6, torch.device("cpu"), 1e-3, None, 0.0).model
+    for y, y0 in zip(trained.latents, fresh.latents, strict=True):
+        assert torch.equal(y.detach(), y0.detach())
+    moved = [not torch.equal(a, b) for a, b in zip(trained.synthesis.parameters(),
+                                                   fresh.synthesis.parameters())]  # fmt: skip
+    assert any(moved)

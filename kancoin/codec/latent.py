@@ -194,7 +194,10 @@ def train(
             t = step / max(1, iters - n_hard)
             temp = recipe.soft_t0 * (recipe.soft_t1 / recipe.soft_t0) ** t
         for lv, y in enumerate(model.latents):
-            if hard:
+            if hard and not (hard_only or recipe.hard_latents):  # the integers, fixed
+                yq = torch.round(y).detach()
+                ys = yq
+            elif hard:
                 yq = y + (torch.round(y) - y).detach()
                 ys = yq
             elif soft:

@@ -17,6 +17,7 @@ class LatentRecipe:
     lr: float = 3e-2  # Adam, latents and synthesis
     final_lr_frac: float = 0.05  # cosine decay to lr × this
     hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
+    hard_latents: bool = True  # False: the hard phase trains the synthesis alone
     # soft rounding before the hard phase (C3): the synthesis sees s(s(y) + u), the rate
     # s(y) + u, s of temperature annealed from soft_t0 to soft_t1; 0: uniform noise alone
     soft_t0: float = 0.0
@@ -73,6 +74,6 @@ def default_recipe(opts: EncodeOptions) -> LatentRecipe:
     """The recipe ``kancoin encode`` trains with under ``opts``."""
     target = None if opts.lmbda is not None else opts.bpp
     return LatentRecipe(
-        batch=opts.batch_size, hard=opts.qat, lr=opts.resolved_lr,
+        batch=opts.batch_size, hard=opts.resolved_qat, lr=opts.resolved_lr,
         step=latent_step(target), target_frac=latent_target_frac(target),
     )  # fmt: skip

@@ -134,10 +134,9 @@ class EncodeOptions:
         "common", "Range coding: one common step factor, or per-tensor (tensor).",
         choices=BIT_ALLOCS,
     )  # fmt: skip
-    qat: float = _opt(
-        0.1, "Fraction of --iters spent on quantization-aware fine-tuning (latent: on rounded "
-        "latents).", lo=0.0, hi=1.0,
-        hi_open=True,
+    qat: float | None = _opt(
+        None, "Fraction of --iters spent on quantization-aware fine-tuning (latent: on rounded "
+        "latents) \\[default: 0.1; latent 0.1, at most 300 steps].", lo=0.0, hi=1.0, hi_open=True,
     )  # fmt: skip
     qat_lr: float = _opt(
         0.03, "Peak learning rate of the fine-tune, as a fraction of --lr.", lo=0.0, lo_open=True
@@ -211,8 +210,12 @@ class EncodeOptions:
         return LBFGS_LR if self.optimizer == "lbfgs" else family(self.arch).default_lr
 
     @property
+    def resolved_qat(self) -> float:
+        return self.qat if self.qat is not None else family(self.arch).default_qat(self.iters)
+
+    @property
     def qat_iters(self) -> int:
-        return int(round(self.iters * self.qat))
+        return int(round(self.iters * self.resolved_qat))
 
     @property
     def resolved_bits(self) -> int:

@@ -96,7 +96,7 @@ class Setting:
             extra = "".join(f", {k} {v}" for k, v in self.changed().items())
             return (
                 f"kancoin {self.encoder} {label}, up to {o.resolved_bits}-bit weights, "
-                f"{o.coding} coding, {o.iters} {o.optimizer} steps ({o.qat:.0%} "
+                f"{o.coding} coding, {o.iters} {o.optimizer} steps ({o.resolved_qat:.0%} "
                 f"quantization-aware), batch {o.batch_size}, seed {o.seed}, {self.device}{extra}; "
                 "whole-file bpp"
             )

@@ -66,6 +66,10 @@ class NetFamily:
     # --effort presets: training steps
     effort_iters: ClassVar[dict[str, int]] = {"fast": 3_000, "default": 10_000, "best": 30_000}
 
+    def default_qat(self, iters: int) -> float:
+        """--qat's default: the fraction of ``iters`` trained on quantized values."""
+        return 0.1
+
     # -- the file ---------------------------------------------------------------------------
     def input_width(self, values: dict[str, Any]) -> int:
         """Width of the network's input for a header's family fields (x, y coordinates: 2)."""
