@@ -80,6 +80,59 @@ def test_taps_are_torch_bicubic(n_in: int, n_out: int) -> None:
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("first_level", [0, 1])
+def test_fused_features_equal_bicubic_interpolation_and_the_torch_path(first_level: int) -> None:
+    """The training gather (numba, all levels in one pass) gives each pixel's features as
+    PyTorch's bicubic upsampling of the grids (computed apart), and the same values and grid
+    gradients as the per-level torch gather."""
+    from kancoin.nets import build
+
+    spec = LatentSpec((4, 6, 3), height=21, width=34, first_level=first_level)
+    torch.manual_seed(0)
+    model = build(spec)
+    grids = [torch.randn(s, requires_grad=True) for s in spec.grid_shapes]
+    idx = torch.randint(0, 21 * 34, (500,))
+    fused = model.features_at(grids, idx, fused=True)
+    ref = torch.stack([
+        g[None, None] if g.shape == (21, 34) else
+        F.interpolate(g[None, None], size=(21, 34), mode="bicubic", align_corners=False)
+        for g in grids
+    ])[:, 0, 0].reshape(len(grids), -1)[:, idx].T  # fmt: skip
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=0)
+    upstream = torch.randn(fused.shape)
+    g_fused = torch.autograd.grad((fused * upstream).sum(), grids)
+    plain = model.features_at(grids, idx, fused=False)
+    g_plain = torch.autograd.grad((plain * upstream).sum(), grids)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=0)
+    for a, b in zip(g_fused, g_plain):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("context, predictor", [(0, False), (4, False), (7, True)])
+def test_fused_rate_equals_the_torch_rate_and_its_gradient(context: int, predictor: bool) -> None:
+    """The training rate kernel (numba) gives the bits and gradient of the torch ops it
+    replaces, for every context model, noisy proxies and rounded ones alike."""
+    from kancoin.codec.latent import grid_bits
+    from kancoin.format import context as coding
+
+    g = torch.from_numpy(_smooth_grid(23, 31).astype(np.float32) * 0.7)
+    wt = torch.from_numpy(coding.fit_predictor(np.round(g.numpy()).astype(np.float64))
+                          .astype(np.float32) / 64 + 1e-3) if predictor else None  # fmt: skip
+    # (weights off the 1/64 lattice: a rounded grid's residual then never sits on a bin's edge,
+    # where torch's abs and sign give a derivative of 0 and the kernel the Laplace's 1 / 2b)
+    for proxy in (g + torch.rand(g.shape) - 0.5, torch.round(g)):
+        a = proxy.clone().requires_grad_()
+        b = proxy.clone().requires_grad_()
+        fused = grid_bits(a, g, context, wt, fused=True)
+        plain = grid_bits(b, g, context, wt, fused=False)
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=0)
+        fused.backward()
+        plain.backward()
+        assert a.grad.abs().sum() > 0
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def encoded():
     """One small latent encode at a rate target (the module's shared file), on one thread as
