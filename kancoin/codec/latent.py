@@ -191,9 +191,11 @@ def train(
     progress=None,
     model=None,
     hard_only: bool = False,
+    side=None,
 ) -> LatentTrained:
     """Train grids and synthesis on ``pixels`` (H, W, C uint8). ``lmbda`` None: λ follows the
-    estimated size (latent bits / 8 + ``fixed_bytes``) toward ``target_bytes``."""
+    estimated size (latent bits / 8 + ``fixed_bytes``) toward ``target_bytes``; ``side``
+    (model -> bytes), if given, replaces ``fixed_bytes`` every ``recipe.side_every`` steps."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     h, w, c = pixels.shape
@@ -268,6 +270,8 @@ def train(
         opt.step()
         control = lmbda is None and target_bytes and step < control_stop
         if control and step % recipe.control_every == 0:
+            if side is not None and step % recipe.side_every == 0:
+                fixed_bytes = side(model)
             ratio = (estimated_latent_bits(model) / 8 + fixed_bytes) / target_bytes
             lam *= math.exp(max(-0.7, min(0.7, recipe.control_gain * math.log(ratio))))
         if progress is not None and (step % 10 == 0 or step == iters - 1):
@@ -334,6 +338,45 @@ def rounded(model, deadzone: float = 0.0) -> list[np.ndarray]:
     return out
 
 
+def _side_tensors(
+    spec: NetSpec, model, ints: list[np.ndarray], synth_bits: int
+) -> tuple[tuple[list[QuantParams], list[np.ndarray]], tuple[list[QuantParams], list[np.ndarray]]]:
+    """A file's tensors other than the grids, (qparams, tensors) for the context model's
+    (its scales at ``CONTEXT_BITS``, the predictor's weights) and for the synthesis's."""
+    ctx_qp, ctx_q, syn_qp, syn_q = [], [], [], []
+    weights = [coding.fit_predictor(q) for q in ints] if spec.predictor else [None] * len(ints)
+    if spec.context:
+        table = np.stack([coding.fit_scales(q, spec.context, wt) for q, wt in zip(ints, weights)])
+        qp = choose_params(table.astype(np.float32), CONTEXT_BITS)
+        ctx_qp.append(qp)
+        ctx_q.append(quantize(table.astype(np.float32), qp))
+    if spec.predictor:  # integers in 1/64 units, stored exactly (the range −2 … 2 − 1/64)
+        half = 1 << (WEIGHT_BITS - 1)
+        unit = np.float32(1 / WEIGHT_UNIT)
+        ctx_qp.append(QuantParams(float(-half * unit), float(unit), WEIGHT_BITS))
+        ctx_q.append((np.stack(weights) + half).astype(np.uint32))
+    for wt in model.synthesis_arrays():
+        qp = choose_params(wt, synth_bits)
+        syn_qp.append(qp)
+        syn_q.append(quantize(wt, qp))
+    return (ctx_qp, ctx_q), (syn_qp, syn_q)
+
+
+def side_bytes(spec: NetSpec, model, synth_bits: int) -> float:
+    """Estimated bytes of a file's tensors other than the grids (the context model's and the
+    synthesis's at ``synth_bits``) for the model as it stands: each tensor's ideal bits under
+    the entropy model the file would choose for it. The rate control adds them to the grids'
+    bits; a guess of ``synth_bits`` − 3 bits a weight and nothing for the context tensors
+    left every file 1–2 % over its budget (docs/research/latent.md)."""
+    parts = _side_tensors(spec, model, rounded(model), synth_bits)
+    total = 0.0
+    for qparams, tensors in parts:
+        bits = [qp.bits for qp in qparams]
+        for q, m, b in zip(tensors, entropy.choose_models(tensors, bits), bits):
+            total += entropy.model_bits(q, m, b)
+    return total / 8
+
+
 def serialise(
     pixels_shape: tuple[int, ...],
     spec: NetSpec,
@@ -343,26 +386,14 @@ def serialise(
 ) -> tuple[bytes, FileHeader, list[np.ndarray]]:
     """The whole file (range coding): the context scales (``CONTEXT_BITS``), the grids
     (integers) and the synthesis (``synth_bits`` bits, least-squared-error ranges)."""
-    qparams, qtensors = [], []
-    weights = [coding.fit_predictor(q) for q in ints] if spec.predictor else [None] * len(ints)
-    if spec.context:
-        table = np.stack([coding.fit_scales(q, spec.context, wt) for q, wt in zip(ints, weights)])
-        qp = choose_params(table.astype(np.float32), CONTEXT_BITS)
-        qparams.append(qp)
-        qtensors.append(quantize(table.astype(np.float32), qp))
-    if spec.predictor:  # integers in 1/64 units, stored exactly (the range −2 … 2 − 1/64)
-        half = 1 << (WEIGHT_BITS - 1)
-        unit = np.float32(1 / WEIGHT_UNIT)
-        qparams.append(QuantParams(float(-half * unit), float(unit), WEIGHT_BITS))
-        qtensors.append((np.stack(weights) + half).astype(np.uint32))
+    (ctx_qp, ctx_q), (syn_qp, syn_q) = _side_tensors(spec, model, ints, synth_bits)
+    qparams, qtensors = list(ctx_qp), list(ctx_q)
     for q, s in zip(ints, model.steps):
         qp = _grid_params(q, s)
         qparams.append(qp)
         qtensors.append((q + (1 << (qp.bits - 1))).astype(np.uint32))
-    for wt in model.synthesis_arrays():
-        qp = choose_params(wt, synth_bits)
-        qparams.append(qp)
-        qtensors.append(quantize(wt, qp))
+    qparams += syn_qp
+    qtensors += syn_q
     bits = [qp.bits for qp in qparams]
     a, n = spec.first_grid, spec.first_grid + spec.levels
     # grids: the zero-mean Laplace training used (its scale the mean |q|; with contexts the
@@ -430,11 +461,12 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
     h, w, _ = pixels.shape
     budget = budget_bytes(opts.bpp, h, w)
     bits = opts.resolved_bits
-    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * (bits - 3.0) / 8
+    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * (bits - 3.0) / 8  # a first guess
     target = budget * recipe.target_frac if opts.lmbda is None else None
     trained = train(
-        pixels, spec, recipe, opts.iters, device, opts.lmbda, target, fixed, opts.seed, progress
-    )
+        pixels, spec, recipe, opts.iters, device, opts.lmbda, target, fixed, opts.seed, progress,
+        side=lambda m: overhead_bytes(spec, 1) + side_bytes(spec, m, bits),
+    )  # fmt: skip
     model = trained.model  # stays on its device: serialising reads it to the CPU
     train_bits = estimated_latent_bits(model)
 
