@@ -113,7 +113,7 @@ def test_fused_features_equal_bicubic_interpolation_and_the_torch_path(first_lev
 def test_fused_rate_equals_the_torch_rate_and_its_gradient(context: int, predictor: bool) -> None:
     """The training rate kernel (numba) gives the bits and gradient of the torch ops it
     replaces, for every context model, noisy proxies and rounded ones alike."""
-    from kancoin.codec.latent import grid_bits
+    from kancoin.codec.latent_rate import grid_bits
     from kancoin.format import context as coding
 
     g = torch.from_numpy(_smooth_grid(23, 31).astype(np.float32) * 0.7)
@@ -351,7 +351,7 @@ def test_predictor_coder_round_trips_and_matches_its_estimate() -> None:
 def test_predictor_neighbours_come_before_their_symbol() -> None:
     """Every neighbour a prediction reads is on an earlier line 2r + c; the predictions are
     the weighted neighbours, counted by hand; the trainer's neighbours are the coder's."""
-    from kancoin.codec.latent import neighbours as torch_neighbours
+    from kancoin.codec.latent_rate import neighbours as torch_neighbours
     from kancoin.format.context import NEIGHBOURS, lines, neighbours, predictions
 
     h, w = 5, 7

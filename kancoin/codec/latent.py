@@ -26,21 +26,27 @@ import torch
 
 from kancoin.codec import runtime
 from kancoin.codec.decode import decode_bytes
+from kancoin.codec.latent_rate import (
+    estimated_latent_bits,
+    fit_weights,
+    fitted_scale,
+    grid_bits,
+    laplace_bits,
+    predicted,
+)
 from kancoin.codec.latent_recipe import LatentRecipe, default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.errors import KancoinError
 from kancoin.format import context as coding
 from kancoin.format import entropy
 from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
-from kancoin.format.context import MIN_SCALE, NEIGHBOURS, WEIGHT_BITS, WEIGHT_UNIT
+from kancoin.format.context import WEIGHT_BITS, WEIGHT_UNIT
 from kancoin.format.context import models_of as context_models
 from kancoin.format.quant import MAX_BITS, MIN_BITS, QuantParams, choose_params, quantize
 from kancoin.metrics import psnr, psnr_from_mse
 from kancoin.nets import NetSpec, build
 from kancoin.nets.base import budget_bytes
-from kancoin.nets.latent import kernels_train
 
-LOG2 = math.log(2.0)
 CONTEXT_BITS = 10  # of the stored context scales
 FLOOR = 0.97  # of the budget: rate control lands between this and the budget
 
@@ -51,124 +57,6 @@ class LatentTrained:
     lmbda: float
     steps: int
     seconds: float
-
-
-def laplace_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Bits of integers (or noisy integers) q under a zero-mean Laplace of ``scale``, coded on
-    unit bins: Σ −log2(F(q + ½) − F(q − ½))."""
-
-    def cdf(x: torch.Tensor) -> torch.Tensor:
-        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / scale))
-
-    p = (cdf(q + 0.5) - cdf(q - 0.5)).clamp_min(1e-12)
-    return -torch.log(p).sum() / LOG2
-
-
-def neighbours(q: torch.Tensor) -> torch.Tensor:
-    """The predictor's causal neighbours of every position of q (H, W): (4, H, W), 0 outside
-    the grid (``format.context.neighbours``), differentiable."""
-    h, w = q.shape
-    p = torch.nn.functional.pad(q, (1, 1, 1, 0))
-    return torch.stack([p[1 - dr : 1 - dr + h, 1 - dc : 1 - dc + w] for dr, dc in NEIGHBOURS])
-
-
-def predicted(q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """μ (H, W) of grid q (H, W) under predictor weights (4,) (in units of 1, not 1/64)."""
-    return torch.tensordot(weights, neighbours(q), 1)
-
-
-def fit_weights(model) -> list[torch.Tensor] | None:
-    """Per grid, the predictor weights the file will store for its rounded grid (as
-    ``serialise`` fits them), in units of 1; None without a predictor."""
-    if not model.spec.predictor:
-        return None
-    out = []
-    with torch.no_grad():
-        for y in model.latents:
-            q = torch.round(y).cpu().double().numpy()
-            wt = coding.fit_predictor(q).astype(np.float32) / WEIGHT_UNIT
-            out.append(torch.from_numpy(wt).to(y.device))
-    return out
-
-
-def fitted_scale(
-    y: torch.Tensor, k: int = 0, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The Laplace scale(s) the file will fit to the rounded grid, without gradients: k = 0,
-    its mean |q| (the maximum-likelihood scale of a zero-mean Laplace); k ≥ 2, the same per
-    causal context (``format.context``), about the prediction if ``weights``, one scale per
-    position (H, W)."""
-    with torch.no_grad():
-        q = torch.round(y)
-        a = q.abs()
-        if not k:
-            return a.mean().clamp_min(MIN_SCALE)
-        if weights is None:
-            s = torch.zeros_like(a)
-            s[:, 1:] += a[:, :-1]
-            s[1:, :] += a[:-1, :]
-            dev = a
-        else:
-            nb = neighbours(q)
-            s = nb.abs().sum(0)
-            dev = (q - torch.tensordot(weights, nb, 1)).abs()
-        ctx = s.clamp(max=k - 1).long().reshape(-1)
-        sums = torch.zeros(k, dtype=a.dtype, device=a.device).index_add_(0, ctx, dev.reshape(-1))
-        counts = torch.bincount(ctx, minlength=k).to(a.dtype)
-        table = (sums / counts.clamp_min(1)).clamp_min(MIN_SCALE)
-        return table[ctx].reshape(a.shape)
-
-
-class _GridRate(torch.autograd.Function):
-    """:func:`grid_bits` by the numba kernel (``kernels_train.grid_rate``): bits and their
-    gradient w.r.t. the proxy in one pass over the grid; CPU float32."""
-
-    @staticmethod
-    def forward(ctx, q, y, k, weights):
-        grad = np.empty(tuple(q.shape), np.float32)
-        wt = np.empty(0) if weights is None else weights.detach().double().numpy()
-        bits = kernels_train.grid_rate(
-            y.detach().numpy(), q.detach().numpy(), k, wt, _NEIGHBOURS, MIN_SCALE, grad
-        )
-        ctx.save_for_backward(torch.from_numpy(grad))
-        return torch.tensor(bits, dtype=torch.float32)
-
-    @staticmethod
-    def backward(ctx, g):
-        (grad,) = ctx.saved_tensors
-        return g * grad, None, None, None
-
-
-_NEIGHBOURS = np.array(NEIGHBOURS, np.int64)
-
-
-def grid_bits(
-    q: torch.Tensor,
-    y: torch.Tensor,
-    k: int,
-    weights: torch.Tensor | None,
-    fused: bool | None = None,
-) -> torch.Tensor:
-    """Bits of grid q (rounded or noisy: the training proxy of y's integers) under the model
-    the file fits to y's rounded grid (no gradient through the model's parameters).
-    ``fused`` (default: on CPU float32) runs the numba kernel, several times faster than the
-    torch ops it replaces (docs/speed.md)."""
-    if fused is None:
-        fused = q.device.type == "cpu" and q.dtype == torch.float32 == y.dtype
-    if fused:
-        return _GridRate.apply(q.contiguous(), y.contiguous(), k, weights)
-    scale = fitted_scale(y, k, weights)
-    return laplace_bits(q if weights is None else q - predicted(q, weights), scale)
-
-
-def estimated_latent_bits(model) -> float:
-    """Bits of the rounded grids under the models the file will fit (no gradients)."""
-    k = model.spec.context
-    weights = fit_weights(model) or [None] * len(model.latents)
-    with torch.no_grad():
-        return float(sum(
-            grid_bits(torch.round(y), y, k, wt) for y, wt in zip(model.latents, weights)
-        ))  # fmt: skip
 
 
 def soft_round(y: torch.Tensor, temp: float) -> torch.Tensor:
