@@ -41,7 +41,7 @@ def main() -> None:
     variants = a.variants.split(",")
     rows = {}
     for v in variants:
-        opts = EncodeOptions(iters=a.iters, **VARIANTS[v])
+        opts = EncodeOptions(arch="kan", iters=a.iters, **VARIANTS[v])
         report = run_eval(
             None, a.out, bpps=(0.3,), archs=("kan",), options=opts, images=a.images,
             jobs=a.jobs, device="cpu", progress=lambda m: print(m, file=sys.stderr, flush=True),

@@ -46,10 +46,10 @@ except ImportError:  # the flat layout (0.4 to 0.4.2)
     from kancoin.models import build_model
     threads.configure("kan", n)
     torch.manual_seed(0)
-    model = build_model(plan((512, 768, 3), EncodeOptions(bpp=0.3))).train()
+    model = build_model(plan((512, 768, 3), EncodeOptions(arch="kan", bpp=0.3))).train()
     predict = pixel_predictor(model, 512, 768, torch.device("cpu"))
 else:
-    spec = plan((512, 768, 3), EncodeOptions(bpp=0.3))
+    spec = plan((512, 768, 3), EncodeOptions(arch="kan", bpp=0.3))
     runtime.configure(spec, n)
     torch.manual_seed(0)
     model = build(spec).train()

@@ -83,7 +83,7 @@ def kan_spec() -> NetSpec:
 def _kan_spec(name: str) -> NetSpec:  # rate control's search: ~50 ms, asked for many times
     if name == "fixed9":
         return choose("kan", HEIGHT, WIDTH, CHANNELS, BPP, BITS)  # fixed coding, BITS each
-    return plan((HEIGHT, WIDTH, CHANNELS), EncodeOptions(bpp=BPP))
+    return plan((HEIGHT, WIDTH, CHANNELS), EncodeOptions(arch="kan", bpp=BPP))
 
 
 def siren_spec() -> SirenSpec:
@@ -423,7 +423,7 @@ def peak_child(what: str, n_threads: int, device: str, kc_path: str | None) -> d
     was_reset = reset_peak_rss()
     t0 = time.perf_counter()
     if what == "encode":
-        opts = EncodeOptions(bpp=BPP, iters=50, device=device, threads=n_threads)
+        opts = EncodeOptions(arch="kan", bpp=BPP, iters=50, device=device, threads=n_threads)
         res = encode_pixels(inputs, opts)
         extra = {"file_bytes": res.file_bytes, "psnr": res.psnr}
     else:

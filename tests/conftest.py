@@ -40,7 +40,8 @@ def encoded(tmp_path_factory) -> tuple[Path, Path, dict]:
     img = d / "small.png"
     Image.fromarray(crop(40, 56)).save(img)
     out = d / "small.kc"
-    args = ["--bpp", "4", "--iters", "100", "--threads", "1", "--json", "--device", "cpu"]
+    args = ["--arch", "kan", "--bpp", "4", "--iters", "100", "--threads", "1", "--json",
+            "--device", "cpu"]  # fmt: skip
     res = CliRunner().invoke(app, ["encode", str(img), str(out), *args])
     assert res.exit_code == 0, res.stderr
     return img, out, json.loads(res.stdout)

@@ -98,7 +98,8 @@ def test_quantized_export_equals_what_was_evaluated(basis: str) -> None:
 def test_every_basis_encodes_within_budget_and_reports_the_decoded_psnr(basis: str) -> None:
     px = crop(24, 32)
     extras = dict(basis=basis, node_bias=basis == "rbf", layernorm=basis == "rbf")
-    opts = EncodeOptions(bpp=4.0, iters=60, qat=0.25, device="cpu", threads=1, **extras)
+    opts = EncodeOptions(arch="kan", bpp=4.0, iters=60, qat=0.25, device="cpu", threads=1,
+                         **extras)
     res = encode_pixels(px, opts)
     header, _ = read_bytes(res.data)
     assert header.spec == res.spec and header.spec.basis == basis
@@ -136,7 +137,8 @@ def test_grid_stages() -> None:
 def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
     px = crop(24, 32)
     for extra in (dict(grid_extend=2), dict(optimizer="lbfgs")):
-        opts = EncodeOptions(bpp=4.0, iters=40, qat=0.25, device="cpu", threads=1, **extra)
+        opts = EncodeOptions(arch="kan", bpp=4.0, iters=40, qat=0.25, device="cpu", threads=1,
+                             **extra)
         res = encode_pixels(px, opts)
         assert res.psnr == pytest.approx(psnr(reference_decode(res.data), px), abs=0.05), extra
         assert res.psnr > 12.0
@@ -147,7 +149,7 @@ def test_grid_extension_and_lbfgs_encode_round_trip() -> None:
     [
         (dict(arch="siren", basis="rbf"), "--basis: not an option of --arch siren"),
         (dict(basis="spline"), "--basis"),
-        (dict(basis="rbf", grid_extend=1), "bspline"),
+        (dict(arch="kan", basis="rbf", grid_extend=1), "bspline"),
         (dict(optimizer="sgd"), "--optimizer"),
     ],
 )
@@ -168,4 +170,4 @@ def test_non_bspline_specs_normalise_the_order_and_check_the_grid() -> None:
 
 def test_tensor_allocation_needs_range_coding() -> None:
     with pytest.raises(KancoinError, match="--coding range"):
-        EncodeOptions(coding="fixed", bit_alloc="tensor")
+        EncodeOptions(arch="kan", coding="fixed", bit_alloc="tensor")

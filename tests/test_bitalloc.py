@@ -39,7 +39,9 @@ def test_allocation_moves_precision_to_the_sensitive_tensor() -> None:
 
 def test_encoder_with_tensor_allocation_fits_and_reports_the_decoded_psnr() -> None:
     px = crop(32, 40)
-    opts = EncodeOptions(bpp=3.0, iters=60, qat=0.2, device="cpu", threads=1, bit_alloc="tensor")
+    opts = EncodeOptions(
+        arch="kan", bpp=3.0, iters=60, qat=0.2, device="cpu", threads=1, bit_alloc="tensor"
+    )
     res = encode_pixels(px, opts)
     assert len(res.data) <= budget_bytes(3.0, 32, 40)
     assert res.qat_psnr == pytest.approx(res.psnr, rel=1e-6)

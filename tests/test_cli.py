@@ -100,8 +100,8 @@ def test_fixed_coding_uses_exactly_the_requested_bits(tmp_path: Path) -> None:
     img = tmp_path / "s.png"
     Image.fromarray(crop(24, 32)).save(img)
     out = tmp_path / "s.kc"
-    args = ("--bpp", "4", "--iters", "20", "--json", "--device", "cpu", "--coding", "fixed",
-            "--threads", "1")  # fmt: skip
+    args = ("--arch", "kan", "--bpp", "4", "--iters", "20", "--json", "--device", "cpu",
+            "--coding", "fixed", "--threads", "1")  # fmt: skip
     proc = run("encode", img, out, *args, "--bits", "7")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
@@ -115,9 +115,9 @@ def test_every_encoder_option_reaches_the_encoder(tmp_path: Path) -> None:
     Image.fromarray(crop(24, 32)).save(img)
     out = tmp_path / "s.kc"
     proc = run(
-        "encode", img, out, "--bpp", "6", "--iters", "20", "--json", "--device", "cpu",
-        "--threads", "1", "--basis", "rsf", "--node-bias", "--width", "6", "--depth", "2",
-        "--qat", "0",
+        "encode", img, out, "--arch", "kan", "--bpp", "6", "--iters", "20", "--json",
+        "--device", "cpu", "--threads", "1", "--basis", "rsf", "--node-bias", "--width", "6",
+        "--depth", "2", "--qat", "0",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
@@ -180,7 +180,7 @@ def test_zero_size_and_huge_images(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, pattern, code",
     [
-        (("--bpp", "0.01"), "too small", 1),
+        (("--arch", "kan", "--bpp", "0.01"), "too small", 1),
         (("--bpp", "0"), "'--bpp'", 2),
         (("--bits", "1"), "'--bits'", 2),
         (("--bits", "17"), "'--bits'", 2),
@@ -189,8 +189,10 @@ def test_zero_size_and_huge_images(tmp_path: Path) -> None:
         (("--qat", "1"), "'--qat'", 2),
         (("--arch", "siren", "--first-grid-size", "40"), "--first-grid-size", 1),
         (("--arch", "siren", "--grid-extend", "1"), "--grid-extend", 1),
-        (("--basis", "rbf", "--grid-extend", "1"), "--grid-extend needs --basis bspline", 1),
-        (("--coding", "fixed", "--bit-alloc", "tensor"), "--bit-alloc tensor needs", 1),
+        (("--arch", "kan", "--basis", "rbf", "--grid-extend", "1"),
+         "--grid-extend needs --basis bspline", 1),
+        (("--arch", "kan", "--coding", "fixed", "--bit-alloc", "tensor"),
+         "--bit-alloc tensor needs", 1),
         (("--first-grid-size", "5000"), "'--first-grid-size'", 2),
         (("--device", "tpu"), "--device", 1),
         (("--no-such-option",), "no such option", 2),

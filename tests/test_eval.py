@@ -247,8 +247,8 @@ def one_image(tmp_path: Path) -> Path:
 
 def test_cli_eval_a_non_default_encoder_option(one_image, tmp_path):
     out = tmp_path / "cli"
-    args = ["eval", str(one_image), "--images", "1", "--iters", "20", "--bpp", "2",
-            "--out", str(out), "--no-plots", "--quiet", "--device", "cpu"]  # fmt: skip
+    args = ["eval", str(one_image), "--images", "1", "--arch", "kan", "--iters", "20", "--bpp",
+            "2", "--out", str(out), "--no-plots", "--quiet", "--device", "cpu"]  # fmt: skip
     res = CliRunner().invoke(app, [*args, "--basis", "rbf"])
     assert res.exit_code == 0, res.output
     assert res.stdout == ""

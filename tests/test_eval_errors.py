@@ -31,8 +31,8 @@ def images_dir(tmp_path: Path) -> Path:
 
 def _eval(images_dir: Path, out: Path, *extra: str):
     return run(
-        "eval", images_dir, "--out", out, "--bpp", BPP, "--iters", "10", "--device", "cpu",
-        "--no-plots", *extra,
+        "eval", images_dir, "--out", out, "--arch", "kan", "--bpp", BPP, "--iters", "10",
+        "--device", "cpu", "--no-plots", *extra,
     )  # fmt: skip
 
 

@@ -93,7 +93,8 @@ def test_encode_reports_the_orientation(tmp_path: Path) -> None:
     p = tmp_path / "phone.jpg"
     _jpeg_with_orientation(p, crop(16, 24), 6)
     out = tmp_path / "o.kc"
-    r = run("encode", p, out, "--bpp", "4", "--iters", "5", "--device", "cpu", "--threads", "1")
+    r = run("encode", p, out, "--arch", "kan", "--bpp", "4", "--iters", "5", "--device", "cpu",
+            "--threads", "1")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "EXIF orientation 6 applied (rotated to 16x24)" in r.stderr
     from kancoin.format.container import read_bytes
@@ -141,7 +142,7 @@ def test_encode_first_frame_option(tmp_path: Path) -> None:
     assert_clean_error(run("encode", p, out), "has 3 frames")
     assert not out.exists()
     args = ("--bpp", "4", "--iters", "5", "--device", "cpu", "--threads", "1")
-    r = run("encode", p, out, "--first-frame", *args)
+    r = run("encode", p, out, "--arch", "kan", "--first-frame", *args)
     assert r.returncode == 0, r.stderr
     assert "note: 3 frames, frame 0 taken" in r.stderr and out.is_file()
 
@@ -153,7 +154,7 @@ def test_encode_file_first_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     frames = _frames(h=16, w=24)
     p = tmp_path / "anim.gif"
     frames[0].save(p, "GIF", save_all=True, append_images=frames[1:])
-    opts = EncodeOptions(bpp=4.0, iters=5, device="cpu")
+    opts = EncodeOptions(arch="kan", bpp=4.0, iters=5, device="cpu")
     with pytest.raises(KancoinError, match="has 3 frames"):
         encode.encode_file(p, tmp_path / "a.kc", opts)
     seen: list[np.ndarray] = []

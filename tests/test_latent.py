@@ -521,7 +521,7 @@ def test_the_hard_phase_is_a_tenth_of_the_steps_up_to_300(iters: int, hard: int)
     assert round(iters * default_recipe(opts).hard) == hard
     # an explicit --qat is the fraction asked for; the KAN keeps its tenth
     assert default_recipe(EncodeOptions(arch="latent", iters=iters, qat=0.2)).hard == 0.2
-    assert EncodeOptions(iters=iters).qat_iters == round(iters / 10)
+    assert EncodeOptions(arch="kan", iters=iters).qat_iters == round(iters / 10)
 
 
 def test_a_hard_phase_without_latents_trains_the_synthesis_alone() -> None:
@@ -544,3 +544,21 @@ def test_a_hard_phase_without_latents_trains_the_synthesis_alone() -> None:
     moved = [not torch.equal(a, b) for a, b in zip(trained.synthesis.parameters(),
                                                    fresh.synthesis.parameters())]  # fmt: skip
     assert any(moved)
+
+
+def test_the_default_encode_is_the_latent_family(tmp_path) -> None:
+    """`kancoin encode` without --arch writes a latent file (it beats the weights-only KAN on
+    every Kodak image, docs/research/latent.md); `--arch kan` still writes the KAN's."""
+    from PIL import Image
+
+    from kancoin.nets import family_of
+
+    from .test_cli import run
+
+    img = tmp_path / "c.png"
+    Image.fromarray(crop(64, 96)).save(img)
+    fast = ("--bpp", "1", "--iters", "30", "--batch-size", "1024", "--threads", "1", "-q")
+    assert run("encode", img, tmp_path / "a.kc", *fast).returncode == 0
+    assert family_of(read_bytes((tmp_path / "a.kc").read_bytes())[0].spec).name == "latent"
+    assert run("encode", img, tmp_path / "k.kc", "--arch", "kan", *fast).returncode == 0
+    assert family_of(read_bytes((tmp_path / "k.kc").read_bytes())[0].spec).name == "kan"

@@ -159,7 +159,7 @@ def test_field_table_in_the_docs_is_generated() -> None:
 
 def test_public_api_round_trip(tmp_path: Path) -> None:
     px = crop(24, 32)
-    enc = kancoin.encode(px, bpp=4.0, iters=40, device="cpu", threads=1)
+    enc = kancoin.encode(px, arch="kan", bpp=4.0, iters=40, device="cpu", threads=1)
     assert enc.bpp == pytest.approx(8 * len(enc.data) / (24 * 32)) and enc.bpp <= 4.0
     decoded = kancoin.decode(enc.data)
     assert decoded.shape == (24, 32, 3) and decoded.dtype == np.uint8
@@ -170,7 +170,8 @@ def test_public_api_round_trip(tmp_path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(px[..., :1].squeeze()).save(path)  # a path, grey
-    grey = kancoin.encode(path, bpp=6.0, iters=20, device="cpu", basis="rbf", threads=1)
+    grey = kancoin.encode(path, arch="kan", bpp=6.0, iters=20, device="cpu", basis="rbf",
+                          threads=1)  # fmt: skip
     assert kancoin.decode(grey.data).shape == (24, 32, 1) and grey.spec.basis == "rbf"
 
 

@@ -110,7 +110,7 @@ def test_the_encoder_never_writes_what_the_decoder_refuses() -> None:
     with pytest.raises(KancoinError, match="limit"):
         limits.check(wider, 512, 512, 0, None)
     with pytest.raises(KancoinError, match="over the decoder's limits.*lower --bpp"):
-        plan((8192, 8192, 3), EncodeOptions(bpp=0.3))
+        plan((8192, 8192, 3), EncodeOptions(arch="kan", bpp=0.3))
 
 
 @pytest.mark.parametrize("name", ["image_16384x16384.kc", "kan_huge_tensor_abort.kc",
@@ -183,11 +183,11 @@ def test_rate_control_stays_within_the_decoders_limits() -> None:
     limit; at 768x512 (Kodak) nothing changes."""
     from kancoin.codec.ratecontrol import choose
 
-    big = plan((4096, 4096, 3), EncodeOptions())
+    big = plan((4096, 4096, 3), EncodeOptions(arch="kan"))
     cost = limits.check(big, 4096, 4096, 0, None)
     assert cost.work <= limits.MAX_DECODE_WORK and cost.weights <= limits.MAX_WEIGHTS
     unlimited = choose("kan", 4096, 4096, 3, 0.3, 9, coding=1, bpw=6.0)
     assert limits.decode_cost(unlimited, 4096, 4096).work > limits.MAX_DECODE_WORK
     assert big.hidden[0] < unlimited.hidden[0] and np.isfinite(cost.peak_bytes)
-    kodak = plan((512, 768, 3), EncodeOptions())
+    kodak = plan((512, 768, 3), EncodeOptions(arch="kan"))
     assert kodak == choose("kan", 512, 768, 3, 0.3, 9, coding=1, bpw=6.0)

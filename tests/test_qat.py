@@ -67,7 +67,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 )
 def test_rate_control_stays_within_budget(bpp: float, coding: str) -> None:
     px = crop(40, 48)
-    opts = EncodeOptions(bpp=bpp, iters=30, device="cpu", coding=coding, threads=1)
+    opts = EncodeOptions(arch="kan", bpp=bpp, iters=30, device="cpu", coding=coding, threads=1)
     res = encode_pixels(px, opts)
     assert len(res.data) <= budget_bytes(bpp, 40, 48)
     assert res.bpp <= bpp

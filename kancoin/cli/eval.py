@@ -32,7 +32,7 @@ class Executor(enum.StrEnum):
     multiple=("bpp", "arch"),
     helps={
         "bpp": "Target bpp (repeatable) \\[default: 0.3].",
-        "arch": "Network family (repeatable) \\[default: kan unless only --codec].",
+        "arch": "Network family (repeatable) \\[default: latent unless only --codec].",
     },
 )
 def eval_(
@@ -132,8 +132,9 @@ def eval_(
         archs = values.pop("arch")
         device = values.pop("device")
         codecs = [c.strip() for c in (codec or "").split(",") if c.strip()]
-        archs = archs if archs else ([] if codecs else ["kan"])
-        base = EncodeOptions(**values)
+        archs = archs if archs else ([] if codecs else ["latent"])
+        # the first family's options: each setting then takes its own family (make_settings)
+        base = EncodeOptions(**values, **({"arch": archs[0]} if archs else {}))
         report = run_eval(
             images_dir, out, bpps=bpps, archs=archs, codecs=codecs, options=base,
             images=images, jobs=jobs, device=device,

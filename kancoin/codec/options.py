@@ -93,7 +93,7 @@ class EncodeOptions:
     bits: int | None = _opt(
         None, "Quantization bits \\[default: KAN 9, SIREN 16, latent 9].", lo=MIN_BITS, hi=MAX_BITS
     )
-    arch: str = _opt("kan", "Network family.", choices=ARCHS)
+    arch: str = _opt("latent", "Network family.", choices=ARCHS)
     effort: str = _opt(
         "default", "Preset: fast (3k steps; latent 1k), default (10k; latent 3k) or best (30k; "
         "latent 10k).",

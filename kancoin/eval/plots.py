@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kancoin.errors import KancoinError
+from kancoin.nets import ARCHS
 
 Dirs = Sequence[str | Path]  # result folders of `kancoin eval`
 METRICS = ("psnr", "ms-ssim")
@@ -174,7 +175,7 @@ def bars_plot(dirs: Dirs, out_dir: Path, bpp: float = 0.3, metric: str = "psnr")
     rows = [
         r
         for r in _rows(dirs)
-        if abs(r["target_bpp"] - bpp) < 1e-9 and r.get("arch") in ("kan", "siren")
+        if abs(r["target_bpp"] - bpp) < 1e-9 and r.get("arch") in ARCHS
     ]
     ref = per_image_03() if metric == "psnr" else {}  # published bars: PSNR only
     images = sorted({r["image"] for r in rows} or ref)

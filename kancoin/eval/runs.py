@@ -292,7 +292,7 @@ def run_eval(
     images_dir: str | Path | None = None,
     out_dir: str | Path = "results",
     bpps=(0.3,),
-    archs=("kan",),
+    archs=("latent",),
     codecs=(),
     options=None,
     images: str | int | None = None,

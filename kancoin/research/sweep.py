@@ -74,8 +74,8 @@ def options(t: Trial, bpp: float, iters: int, seed: int, threads: int | None, de
 
     # the tanh basis has no grid to fill the budget: rate control sets its width instead
     width = None if t.basis == "tanh" else t.width
-    return EncodeOptions(
-        bpp=bpp, iters=iters, lr=t.lr, seed=seed, threads=threads, device=device,
+    return EncodeOptions(  # the paper's KAN: its hyperparameters are what the sweep draws
+        arch="kan", bpp=bpp, iters=iters, lr=t.lr, seed=seed, threads=threads, device=device,
         width=width, depth=t.depth, basis=t.basis, optimizer=t.optimizer,
     )  # fmt: skip
 
