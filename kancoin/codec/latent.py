@@ -349,7 +349,8 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
     h, w, _ = pixels.shape
     budget = budget_bytes(opts.bpp, h, w)
     bits = opts.resolved_bits
-    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * (bits - 3.0) / 8  # a first guess
+    # a guess of the tensors besides the grids; `side` measures them from the first step
+    fixed = overhead_bytes(spec, 1) + spec.n_synthesis * (bits - 3.0) / 8
     target = budget * recipe.target_frac if opts.lmbda is None else None
     trained = train(
         pixels, spec, recipe, opts.iters, device, opts.lmbda, target, fixed, opts.seed, progress,

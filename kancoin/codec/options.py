@@ -95,8 +95,10 @@ class EncodeOptions:
     )
     arch: str = _opt("latent", "Network family.", choices=ARCHS)
     effort: str = _opt(
-        "default", "Preset: fast (3k steps; latent 1k), default (10k; latent 3k) or best (30k; "
-        "latent 10k).",
+        "default", "Preset: " + ", ".join(  # each family's steps, from the registry
+            f"{e} ({family('latent').effort_iters[e] // 1000}k steps; KAN and SIREN "
+            f"{family('kan').effort_iters[e] // 1000}k)" for e in EFFORT_ITERS
+        ) + ".",
         choices=tuple(EFFORT_ITERS),
     )  # fmt: skip
     iters: int | None = _opt(None, "Training steps \\[default: from --effort].", lo=1)
