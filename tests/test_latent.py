@@ -535,7 +535,7 @@ def test_a_hard_phase_without_latents_trains_the_synthesis_alone() -> None:
     pixels = crop(48, 48)
     opts = EncodeOptions(arch="latent", bpp=2.0, iters=6, batch_size=256, device="cpu")
     spec = plan(pixels.shape, opts)
-    recipe = replace(default_recipe(opts), hard=1.0, hard_latents=False)
+    recipe = replace(default_recipe(opts), hard=1.0, hard_latents=False, init_gain=0.0)
     torch.manual_seed(0)
     fresh = build(spec)
     trained = train(pixels, spec, recipe, 6, torch.device("cpu"), 1e-3, None, 0.0).model
@@ -562,3 +562,67 @@ def test_the_default_encode_is_the_latent_family(tmp_path) -> None:
     assert family_of(read_bytes((tmp_path / "a.kc").read_bytes())[0].spec).name == "latent"
     assert run("encode", img, tmp_path / "k.kc", "--arch", "kan", *fast).returncode == 0
     assert family_of(read_bytes((tmp_path / "k.kc").read_bytes())[0].spec).name == "kan"
+
+
+def _train_small(iters: int = 4, **changes):
+    from dataclasses import replace
+
+    from kancoin.codec.encode import plan
+    from kancoin.codec.latent import train
+    from kancoin.codec.latent_recipe import default_recipe
+
+    pixels = crop(48, 48)
+    opts = EncodeOptions(arch="latent", bpp=2.0, iters=4, batch_size=256, device="cpu")
+    spec = plan(pixels.shape, opts)
+    recipe = replace(default_recipe(opts), **changes)
+    return train(pixels, spec, recipe, iters, torch.device("cpu"), 1e-3, None, 0.0).model
+
+
+def test_laplacian_pyramid_rebuilds_the_block_means() -> None:
+    from kancoin.codec.latent import laplacian_pyramid
+
+    img = torch.rand(64, 96, 3, generator=torch.Generator().manual_seed(0))
+    levels = laplacian_pyramid(img, [(32, 48), (16, 24), (8, 12)])
+    rebuilt = levels[-1] + 0.5
+    for lap in levels[-2::-1]:
+        rebuilt = lap + F.interpolate(rebuilt[None, None], size=lap.shape, mode="bicubic",
+                                      align_corners=False)[0, 0]  # fmt: skip
+    grey = img.numpy().mean(-1)
+    blocks = grey.reshape(32, 2, 48, 2).mean(axis=(1, 3))  # the finest level: 2×2 means
+    assert np.allclose(rebuilt.numpy(), blocks, atol=1e-5)
+    assert float(levels[-1].mean()) == pytest.approx(float(grey.mean()) - 0.5, abs=1e-5)
+
+
+
+def test_pyramid_start_puts_the_image_in_the_grids() -> None:
+    from kancoin.codec.latent import laplacian_pyramid
+
+    model = _train_small(iters=0, init_gain=8.0)
+    img = torch.from_numpy(crop(48, 48).astype(np.float32) / 255.0)
+    expected = laplacian_pyramid(img, model.spec.grid_shapes)
+    for y, lap in zip(model.latents, expected, strict=True):
+        assert torch.allclose(y.detach(), lap * (8.0 / model.steps[0]))
+    zeros = _train_small(iters=0, init_gain=0.0).latents
+    assert all(float(y.detach().abs().max()) == 0 for y in zeros)
+
+
+def test_full_image_steps_do_not_depend_on_the_batch() -> None:
+    a = _train_small(full_last=4)
+    b = _train_small(full_last=4, batch=64)
+    c = _train_small(full_last=0, batch=64)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(
+        torch.equal(x, y) for x, y in zip(b.state_dict().values(), c.state_dict().values())
+    )
+
+
+def test_the_synthesis_may_learn_at_its_own_rate() -> None:
+    start = _train_small(iters=0)
+    frozen_synthesis = _train_small(lr_synthesis=0.0)
+    frozen_latents = _train_small(lr=0.0, lr_synthesis=1e-2)
+    for model, moves_latents in ((frozen_synthesis, True), (frozen_latents, False)):
+        latents = [torch.equal(y, y0) for y, y0 in zip(model.latents, start.latents)]
+        synthesis = [torch.equal(p, p0) for p, p0 in zip(model.synthesis.parameters(),
+                                                         start.synthesis.parameters())]  # fmt: skip
+        assert all(synthesis) == moves_latents
+        assert all(latents) != moves_latents

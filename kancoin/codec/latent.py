@@ -66,6 +66,21 @@ def soft_round(y: torch.Tensor, temp: float) -> torch.Tensor:
     return m + torch.tanh((y - m) / temp) / (2 * math.tanh(0.5 / temp))
 
 
+def laplacian_pyramid(img: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """A Laplacian pyramid of ``img``'s (H, W, C) grey levels on grids of ``shapes`` (finest
+    first): each level the image's area mean at its size less the next coarser level brought
+    up bicubically; the coarsest is its mean less ½ (the synthesis starts at mid-grey)."""
+    grey = img.mean(-1)[None, None]
+    means = [torch.nn.functional.interpolate(grey, size=s, mode="area") for s in shapes]
+    out = [means[-1] - 0.5]
+    for fine, coarse in zip(means[-2::-1], means[:0:-1]):
+        up = torch.nn.functional.interpolate(
+            coarse, size=fine.shape[-2:], mode="bicubic", align_corners=False
+        )
+        out.append(fine - up)
+    return [t[0, 0] for t in out[::-1]]
+
+
 def train(
     pixels: np.ndarray,
     spec: NetSpec,
@@ -92,8 +107,15 @@ def train(
         torch.manual_seed(seed)
         model = build(spec).to(device)
         model.steps = [float(np.float32(recipe.step))] * spec.levels
-    params = [*model.latents, *model.synthesis.parameters()]
-    opt = torch.optim.Adam(params, lr=recipe.lr, fused=True)
+        if recipe.init_gain:
+            with torch.no_grad():
+                for y, lap in zip(model.latents, laplacian_pyramid(img, spec.grid_shapes)):
+                    y.copy_(lap * (recipe.init_gain / model.steps[0]))
+    # the latents and the synthesis may learn at different rates (both follow one schedule)
+    lr_synth = recipe.lr if recipe.lr_synthesis is None else recipe.lr_synthesis
+    groups = [{"params": list(model.latents), "base": recipe.lr},
+              {"params": list(model.synthesis.parameters()), "base": lr_synth}]  # fmt: skip
+    opt = torch.optim.Adam(groups, lr=recipe.lr, fused=True)
     lam = recipe.lmbda0 if lmbda is None else lmbda
     ch, cw = min(h, recipe.crop), min(w, recipe.crop)
     n_hard = iters if hard_only else int(round(iters * recipe.hard))
@@ -103,11 +125,11 @@ def train(
         if spec.predictor and step % recipe.control_every == 0:  # the file's fit, kept a while
             weights = fit_weights(model)
         frac = step / max(1, iters)
-        lr = recipe.lr * (
-            recipe.final_lr_frac + (1 - recipe.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
+        decay = recipe.final_lr_frac + (1 - recipe.final_lr_frac) * 0.5 * (
+            1 + math.cos(math.pi * frac)
         )
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = g["base"] * decay
         hard = step >= iters - n_hard
         grids, bits = [], 0.0
         if recipe.crop:  # a random crop: its latents' rate, its pixels' distortion
@@ -145,6 +167,11 @@ def train(
             feats = model.features(grids, (r0, r0 + ch), (c0, c0 + cw))
             target = img[r0 : r0 + ch, c0 : c0 + cw].reshape(-1, c)
             n_pix = ch * cw
+        elif step >= iters - recipe.full_last:  # every pixel: the gradient without sampling noise
+            idx = torch.arange(h * w, device=device)
+            feats = model.features_at(grids, idx)
+            target = img.reshape(-1, c)
+            n_pix = h * w
         else:  # random pixels: every latent's rate, the drawn pixels' distortion
             idx = torch.randint(0, h * w, (recipe.batch,), generator=gen).to(device)
             feats = model.features_at(grids, idx)
@@ -371,8 +398,10 @@ def encode_latent(pixels: np.ndarray, opts: EncodeOptions, progress=None,
         # under: a short hard-rounding phase at a λ lowered by the shortfall (rate ∝ λ^−½ is
         # about what images show), at the end of the schedule's learning rate
         lam *= (len(data) / budget) ** 2
+        late = recipe.final_lr_frac * 4
+        lr_synth = None if recipe.lr_synthesis is None else recipe.lr_synthesis * late
         more = train(
-            pixels, spec, replace(recipe, lr=recipe.lr * recipe.final_lr_frac * 4),
+            pixels, spec, replace(recipe, lr=recipe.lr * late, lr_synthesis=lr_synth),
             max(1, int(opts.iters * recipe.refine)), device, lam, None, fixed, opts.seed + 1,
             None, model=trained.model, hard_only=True,
         )  # fmt: skip
