@@ -109,8 +109,9 @@ def train(
         model.steps = [float(np.float32(recipe.step))] * spec.levels
         if recipe.init_gain:
             with torch.no_grad():
-                for y, lap in zip(model.latents, laplacian_pyramid(img, spec.grid_shapes)):
-                    y.copy_(lap * (recipe.init_gain / model.steps[0]))
+                pyramid = laplacian_pyramid(img, spec.grid_shapes)
+                for y, lap, q_step in zip(model.latents, pyramid, model.steps, strict=True):
+                    y.copy_(lap * (recipe.init_gain / q_step))
     # the latents and the synthesis may learn at different rates (both follow one schedule)
     lr_synth = recipe.lr if recipe.lr_synthesis is None else recipe.lr_synthesis
     groups = [{"params": list(model.latents), "base": recipe.lr},
@@ -167,13 +168,12 @@ def train(
             feats = model.features(grids, (r0, r0 + ch), (c0, c0 + cw))
             target = img[r0 : r0 + ch, c0 : c0 + cw].reshape(-1, c)
             n_pix = ch * cw
-        elif step >= iters - recipe.full_last:  # every pixel: the gradient without sampling noise
-            idx = torch.arange(h * w, device=device)
-            feats = model.features_at(grids, idx)
-            target = img.reshape(-1, c)
-            n_pix = h * w
-        else:  # random pixels: every latent's rate, the drawn pixels' distortion
-            idx = torch.randint(0, h * w, (recipe.batch,), generator=gen).to(device)
+        else:  # random pixels (or, the last full_last steps, every pixel): every latent's
+            # rate, the pixels' distortion
+            if step >= iters - recipe.full_last:
+                idx = torch.arange(h * w, device=device)
+            else:
+                idx = torch.randint(0, h * w, (recipe.batch,), generator=gen).to(device)
             feats = model.features_at(grids, idx)
             target = img.reshape(-1, c)[idx]
             n_pix = h * w
