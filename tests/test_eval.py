@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from kancoin.codec.ratecontrol import budget_bytes, choose
 from kancoin.errors import KancoinError
 from kancoin.eval import baselines
 from kancoin.eval import runs as evaluate
+from kancoin.eval.reports import load_rows
 from kancoin.format.container import file_bytes
 from kancoin.nets.siren import SirenSpec
 
@@ -272,3 +274,21 @@ def test_cli_eval_a_non_default_encoder_option(one_image, tmp_path):
     # a bad choice is Typer's usage error
     res = CliRunner().invoke(app, [*args, "--basis", "splines"])
     assert res.exit_code == 2 and "--basis" in res.output
+
+
+def test_rd_curves_join_a_setting_across_folders(images_dir, tmp_path):
+    """Runs of one setting at other rates in other folders make one curve; two folders with
+    the same setting at the same rate keep a curve each (their names do not say how they
+    differ)."""
+    from kancoin.eval.plots import rd_curves
+
+    for name, bpp in (("low", 1.0), ("high", 2.0), ("again", 1.0)):
+        evaluate.run_eval(images_dir, tmp_path / name, bpps=(bpp,), archs=(), codecs=("jpeg",))
+    low, high = (load_rows(tmp_path / n) for n in ("low", "high"))
+    joined = rd_curves([tmp_path / "low", tmp_path / "high"])
+    assert len(joined) == 1 and joined[0]["label"].endswith("(high + low) [2 img]")
+    means = [np.mean([r["psnr"] for r in rows]) for rows in (low, high)]
+    assert joined[0]["quality"] == pytest.approx(means, abs=1e-3)
+    apart = rd_curves([tmp_path / n for n in ("low", "high", "again")])
+    assert sorted(c["label"].split("(")[1].split(")")[0] for c in apart) == ["again", "high", "low"]
+    assert all(len(c["bpp"]) == 1 for c in apart)

@@ -109,6 +109,55 @@ def live_baseline_curves(
     return out
 
 
+def rd_curves(dirs: Dirs, metric: str = "psnr") -> list[dict]:
+    """The curves of the RD figure: ``{"label", "bpp", "quality", "n_images"}`` per setting,
+    lists over target rates, quality the mean of per-image ``metric`` (MS-SSIM in dB).
+
+    A setting found in several folders is one curve when no target rate is in two of them
+    (a 0.15 bpp run next to a 0.3 bpp run of the same setting); when one is, each folder keeps
+    its own curve, since the setting's name does not say how the folders differ (say, two
+    releases of the training recipe). A setting without the metric at every rate (MS-SSIM:
+    images under 161 pixels a side) is left out."""
+    from kancoin.eval.reports import summarize
+
+    check_metric(metric)
+    key = SUMMARY_KEY[metric]
+    folders: dict[str, dict[float, list[str]]] = {}  # setting -> target bpp -> folder names
+    by_dir = [(Path(d), load_rows_dir(d)) for d in dirs]
+    for d, rows in by_dir:
+        for r in rows:
+            at = folders.setdefault(r["setting"], {}).setdefault(r["target_bpp"], [])
+            if d.name not in at:
+                at.append(d.name)
+    joined = {s for s, at in folders.items() if all(len(f) == 1 for f in at.values())}
+    groups: list[tuple[str, list[dict]]] = []
+    if joined:
+        rows = [r for _, rs in by_dir for r in rs if r["setting"] in joined]
+        groups.append(("", rows))
+    for d, rs in by_dir:
+        groups.append((d.name, [r for r in rs if r["setting"] not in joined]))
+    curves = []
+    for folder, rows in groups:
+        for e in summarize(rows):
+            r = e["results"]
+            ys = r.get(key)
+            if metric != "psnr" and (not ys or any(y is None for y in ys)):
+                continue
+            names = sorted({f for at in folders[e["name"]].values() for f in at})
+            where = folder or " + ".join(names)
+            label = e["name"] if len(dirs) == 1 else f"{e['name']} ({where})"
+            n = r["n_images"]
+            label += f" [{n[0]} img]" if min(n) == max(n) else f" [{min(n)}–{max(n)} img]"
+            curves.append({"label": label, "bpp": r["bpp"], "quality": ys, "n_images": n})
+    return curves
+
+
+def _colour(plt, i: int):
+    """The i-th curve's colour: tab20's ten dark colours, then its ten light ones (matplotlib's
+    default cycle has ten, so with more curves two would share one)."""
+    return plt.get_cmap("tab20")((2 * i) % 20 + (i // 10) % 2)
+
+
 def rd_plot(
     dirs: Dirs,
     out_dir: Path,
@@ -116,41 +165,34 @@ def rd_plot(
     published: bool = True,
     metric: str = "psnr",
 ) -> list[Path]:
-    """The RD figure of ``metric`` (``psnr`` or ``ms-ssim``, in dB). A setting without the
-    metric at every rate (MS-SSIM: images under 161 pixels a side) is left out; none with it
-    is an error."""
+    """The RD figure of ``metric`` (``psnr`` or ``ms-ssim``, in dB): ``rd_curves`` (solid),
+    the live Pillow curves (dashed) and the published points (dotted), each in its own colour.
+    No setting with the metric is an error."""
     from kancoin.eval.references import rd_points
-    from kancoin.eval.reports import summarize
 
-    check_metric(metric)
-    key = SUMMARY_KEY[metric]
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    drawn = 0
-    for d in dirs:
-        for e in summarize(load_rows_dir(d)):
-            r = e["results"]
-            ys = r.get(key)
-            if metric != "psnr" and (not ys or any(y is None for y in ys)):
-                continue
-            label = e["name"] if len(dirs) == 1 else f"{e['name']} ({Path(d).name})"
-            label += f" [{r['n_images'][-1]} img]"
-            ax.plot(r["bpp"], ys, "o-", label=label)
-            drawn += 1
-    if not drawn and metric != "psnr":
-        plt.close(fig)
+    curves = rd_curves(dirs, metric)
+    if not curves and metric != "psnr":
         raise KancoinError(
             "no setting has MS-SSIM at every rate in these folders (MS-SSIM needs images of "
             "161 pixels a side or more)"
         )
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    i = 0
+    for c in curves:
+        ax.plot(c["bpp"], c["quality"], "o-", label=c["label"], color=_colour(plt, i))
+        i += 1
     for name, pts in (live or {}).items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label=name, alpha=0.8)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label=name, alpha=0.8,
+                color=_colour(plt, i))  # fmt: skip
+        i += 1
     if published and metric == "psnr":
         for name, pts in rd_points().items():
             ax.plot(
                 [p["bpp"] for p in pts], [p["psnr"] for p in pts], "x:", label=f"{name} (pub.)",
-                alpha=0.6,
+                alpha=0.7, color=_colour(plt, i),
             )  # fmt: skip
+            i += 1
     ax.set_xlabel("bits per pixel (whole file)")
     ax.set_ylabel(AXIS[metric])
     title = "Rate-distortion on Kodak" if metric == "psnr" else "Rate-distortion (MS-SSIM)"
