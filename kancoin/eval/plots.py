@@ -153,9 +153,10 @@ def rd_curves(dirs: Dirs, metric: str = "psnr") -> list[dict]:
 
 
 def _colour(plt, i: int):
-    """The i-th curve's colour: tab20's ten dark colours, then its ten light ones (matplotlib's
+    """The i-th curve's colour: tab10's ten, then Dark2's eight, black and grey (matplotlib's
     default cycle has ten, so with more curves two would share one)."""
-    return plt.get_cmap("tab20")((2 * i) % 20 + (i // 10) % 2)
+    colours = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors, "black", "grey"]
+    return colours[i % len(colours)]
 
 
 def rd_plot(
@@ -190,15 +191,23 @@ def rd_plot(
         for name, pts in rd_points().items():
             ax.plot(
                 [p["bpp"] for p in pts], [p["psnr"] for p in pts], "x:", label=f"{name} (pub.)",
-                alpha=0.7, color=_colour(plt, i),
+                color=_colour(plt, i),
             )  # fmt: skip
             i += 1
+    if curves:
+        # the axes span the measured curves: published curves run to 1.4 bpp and more, and
+        # would squeeze the rates that were measured into a corner
+        xmax = 1.15 * max(b for c in curves for b in c["bpp"] if b is not None)
+        ys = [y for line in ax.get_lines() for x, y in zip(*line.get_data(), strict=True)
+              if x is not None and y is not None and x <= xmax]  # fmt: skip
+        ax.set_xlim(0, xmax)
+        ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
     ax.set_xlabel("bits per pixel (whole file)")
     ax.set_ylabel(AXIS[metric])
     title = "Rate-distortion on Kodak" if metric == "psnr" else "Rate-distortion (MS-SSIM)"
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the axes
     paths = _save(fig, out_dir / f"rd{_suffix(metric)}")
     plt.close(fig)
     return paths
