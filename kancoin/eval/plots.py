@@ -197,11 +197,12 @@ def rd_plot(
     if curves:
         # the axes span the measured curves: published curves run to 1.4 bpp and more, and
         # would squeeze the rates that were measured into a corner
-        xmax = 1.15 * max(b for c in curves for b in c["bpp"] if b is not None)
+        xmax = 1.15 * max((b for c in curves for b in c["bpp"] if b is not None), default=0)
         ys = [y for line in ax.get_lines() for x, y in zip(*line.get_data(), strict=True)
               if x is not None and y is not None and x <= xmax]  # fmt: skip
-        ax.set_xlim(0, xmax)
-        ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
+        if xmax > 0 and ys:
+            ax.set_xlim(0, xmax)
+            ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
     ax.set_xlabel("bits per pixel (whole file)")
     ax.set_ylabel(AXIS[metric])
     title = "Rate-distortion on Kodak" if metric == "psnr" else "Rate-distortion (MS-SSIM)"
