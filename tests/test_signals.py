@@ -111,6 +111,22 @@ def test_sigterm_in_the_body_raises_and_exits_143(capsys) -> None:
     assert time.perf_counter() - t0 < 2
 
 
+def test_the_stop_deadline_ends_with_the_command(capsys) -> None:
+    """A handled stop arms the deadline that would end a stuck process; a command that ends in
+    time cancels it (else an in-process caller would be ended later)."""
+    from kancoin.cli import common
+
+    def body():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    code, _ = _run(body, capsys)
+    timer = common._stop["timer"]
+    assert code == EXIT_TERMINATED and timer is not None
+    timer.join(2)
+    assert timer.finished.is_set() and not timer.is_alive()
+
+
 def test_handlers_and_import_are_restored_after_a_command() -> None:
     before = (
         signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), builtins.__import__
@@ -170,6 +186,51 @@ def test_a_closed_stdout_is_a_quiet_exit() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE
     assert "Traceback" not in err and "Exception ignored" not in err and "Error" not in err, err
+
+
+_STUCK = """
+import os, signal, sys, time
+from kancoin.cli import common
+common.STOP_GRACE_S = 1.0
+def body():
+    try:
+        if sys.argv[1] == "import":
+            import {module}  # an import that does not end: the signal is held
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        if sys.argv[1] == "cleanup":
+            time.sleep(60)  # a cleanup that does not end
+common.run(body)
+"""
+
+
+@pytest.mark.parametrize("where", ["cleanup", "import"])
+def test_a_stopped_command_that_does_not_end_is_ended(tmp_path, where) -> None:
+    """After a stop signal a command has ``STOP_GRACE_S`` to end; then the process ends itself,
+    with the stop's one line and exit status, whatever it was stuck in."""
+    module = f"_kancoin_stuck_{os.getpid()}"
+    stuck = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    (tmp_path / f"{module}.py").write_text(stuck)
+    script = tmp_path / "stuck.py"
+    script.write_text(_STUCK.format(module=module))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), where], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True,  # an inherited SIG_IGN is not wanted
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1].decode()
+        waited = time.perf_counter() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_TERMINATED, err
+    assert [x for x in err.splitlines() if x.strip()] == ["terminated (no output written)"]
+    assert 0.9 < waited < 20, waited  # the grace (1 s), not the 60 s the body would take
 
 
 def _slow_encode(tmp_path: Path) -> tuple[subprocess.Popen, Path]:

@@ -51,11 +51,10 @@ from kancoin.cli import eval as eval_cmds  # noqa: E402
 from kancoin.cli.common import (  # noqa: E402
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
-    INTERRUPTED,
-    TERMINATED,
     Terminated,
-    err,
+    say_stopped,
     signals_handled,
+    stopped,
 )
 
 
@@ -80,10 +79,14 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             if not standalone_mode:
                 raise
-            _click.echo(INTERRUPTED, file=sys.stderr)
+            say_stopped(signal.SIGINT)
+            if _started_as_command():
+                _exit_now(EXIT_INTERRUPTED)
             sys.exit(EXIT_INTERRUPTED)
         if not standalone_mode:
             return rv
+        if stopped() and _started_as_command():  # skip the libraries' teardown: nothing is left
+            _exit_now(rv if isinstance(rv, int) else EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def make_context(self, *args, **kwargs):
@@ -95,6 +98,18 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
 
 
+def _exit_now(code: int) -> None:
+    """Flush what was printed and end the process without the interpreter's shutdown: after a
+    stop signal that teardown (torch's and numba's thread pools, exit handlers) is all that
+    is left, and it must not keep a stopped command running."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 @contextmanager
 def _one_line_interrupts():
     """Ctrl-C or SIGTERM outside a command's body (parsing its options, importing the codec):
@@ -102,10 +117,10 @@ def _one_line_interrupts():
     try:
         yield
     except Terminated:
-        err(TERMINATED)
+        say_stopped(signal.SIGTERM)
         raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
-        err(INTERRUPTED)
+        say_stopped(signal.SIGINT)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -59,24 +59,62 @@ def _stop_children(signum: int) -> None:
         pass
 
 
+# After a stop signal the command has this long to clean up and exit (about a second here)
+# before the process ends itself: an exit must not wait on a library's import, a worker
+# thread or an exit handler that does not return. Output files are never half written
+# (they are published by a rename), and a temp file left behind is removed by the next
+# write of the same file.
+STOP_GRACE_S = 20.0
+# this command's stop: the deadline's timer, whether the stop's line is printed
+_stop: dict[str, Any] = {"timer": None, "said": False}
+
+
+def _arm_stop_deadline(signum: int) -> None:
+    """End the process (``_stop_now``) if the command is still running ``STOP_GRACE_S`` after
+    the first stop signal (a daemon timer, cancelled when ``signals_handled`` ends)."""
+    if _stop["timer"] is not None:
+        return
+    timer = threading.Timer(STOP_GRACE_S, _stop_now, (signum,))
+    timer.daemon = True
+    _stop["timer"] = timer
+    timer.start()
+
+
+def stopped() -> bool:
+    """Whether a stop signal (Ctrl-C, SIGTERM) has ended the command."""
+    return _stop["said"]
+
+
+def say_stopped(signum: int) -> None:
+    """The one line a stopped command prints, once, whoever prints it first."""
+    if not _stop["said"]:
+        _stop["said"] = True
+        err(TERMINATED if signum == signal.SIGTERM else INTERRUPTED)
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
     _stop_children(signum)
+    _arm_stop_deadline(signum)
     raise KeyboardInterrupt
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     _stop_children(signum)
+    _arm_stop_deadline(signum)
     raise Terminated
 
 
 def _stop_now(signum: int) -> None:
-    """A second signal while the first one is held: end the process at once."""
+    """A second signal while the first one is held, or a command still running
+    ``STOP_GRACE_S`` after the first: end the process at once."""
     _stop_children(signum)
-    msg = TERMINATED if signum == signal.SIGTERM else INTERRUPTED
-    try:
-        os.write(2, (msg + "\n").encode())
-    except OSError:
-        pass
+    if not _stop["said"]:
+        _stop["said"] = True
+        msg = TERMINATED if signum == signal.SIGTERM else INTERRUPTED
+        try:
+            os.write(2, (msg + "\n").encode())
+        except OSError:
+            pass
     os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
 
 
@@ -90,6 +128,7 @@ def _held_signals():
         if pending:
             _stop_now(signum)
         pending.append(signum)
+        _arm_stop_deadline(signum)
 
     saved = {}
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -131,7 +170,8 @@ def signals_handled():
     """Signals handled predictably while a command runs (main thread; nested uses are no-ops):
     Ctrl-C raises KeyboardInterrupt and SIGTERM raises ``Terminated`` (an inherited SIG_IGN is
     kept), and an import that loads a module (torch, numba: seconds) holds both until it is
-    done, a second signal ending the process at once. Restored afterwards."""
+    done, a second signal ending the process at once; a command still running
+    ``STOP_GRACE_S`` after a stop signal is ended too. Restored afterwards."""
     if threading.current_thread() is not threading.main_thread() or getattr(
         _handling, "active", False
     ):
@@ -147,9 +187,12 @@ def signals_handled():
     ours = _holding_import(real_import)
     builtins.__import__ = ours
     _handling.active = True
+    _stop.update(timer=None, said=False)
     try:
         yield
     finally:
+        if _stop["timer"] is not None:
+            _stop["timer"].cancel()
         _handling.active = False
         if builtins.__import__ is ours:
             builtins.__import__ = real_import
@@ -272,10 +315,10 @@ def run(fn):
             err(f"error: {e}")
             raise typer.Exit(EXIT_ERROR) from None
         except Terminated:
-            err(TERMINATED)
+            say_stopped(signal.SIGTERM)
             raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
-            err(INTERRUPTED)
+            say_stopped(signal.SIGINT)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as e:  # MemoryError included
             if isinstance(e, BrokenPipeError) and _stdout_closed():
