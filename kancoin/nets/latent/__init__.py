@@ -186,7 +186,7 @@ class LatentFamily(NetFamily):
     trains_latents = True
     # its encoder (kancoin.codec.latent) range-codes, trains with Adam, has no fine-tune phase
     unused_options = ("coding", "bit_alloc", "optimizer", "compile", "qat_lr")
-    effort_iters: ClassVar[dict[str, int]] = {"fast": 1_000, "default": 6_000, "best": 10_000}
+    effort_iters: ClassVar[dict[str, int]] = {"fast": 1_000, "default": 10_000, "best": 20_000}
 
     def default_qat(self, iters: int) -> float:
         """The hard-rounding phase: 10 % of the steps, at most ``MAX_HARD_STEPS``.
