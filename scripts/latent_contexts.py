@@ -1,6 +1,6 @@
 """Context models for latent grids, compared offline on the grids of existing latent files.
 
-    python scripts/latent_contexts.py FILE.kc... [--json]
+    python scripts/latent_contexts.py FILE.kc... [--json] [--arm [--arm-steps 400]]
 
 For each file, its grids are read back and costed (ideal bits: a Laplace on unit bins, each
 context's scale its maximum-likelihood one) under several models of the already-decoded
@@ -105,6 +105,55 @@ def models(q: Grid, parent: Grid) -> dict[str, Callable[[], float]]:
     }  # fmt: skip
 
 
+ARM_SIDE_BITS = 9  # bits per stored parameter of an autoregressive network (the synthesis's)
+
+
+def arm_inputs(q: Grid, parent: Grid) -> np.ndarray:
+    """(H·W, 9) causal context of each value: left, left-left, up-left, up, up-right, up-up,
+    up-left-left, up-right-right and the coarser grid's value."""
+    offsets = ((0, 1), (0, 2), (1, 1), (1, 0), (1, -1), (2, 0), (1, 2), (1, -2))
+    cols = [shifted(q, *d) for d in offsets] + [parent]
+    return np.stack(cols, -1).reshape(-1, len(cols)).astype(np.float32)
+
+
+def arm_bits(
+    grids: list[Grid], parents: list[Grid], hidden: tuple[int, ...], steps: int = 400
+) -> float:
+    """Bits of the grids under one small network shared by all of them (as Cool-chic's ARM):
+    causal context → (μ, log b) of a Laplace per value, fitted to these grids by Adam on their
+    ideal bits, plus its parameters at ``ARM_SIDE_BITS`` each. The encoder would train it with
+    the grids; fitted afterwards, this is what it could save on grids made for format 7."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.concatenate([arm_inputs(q, p) for q, p in zip(grids, parents)]))
+    y = torch.from_numpy(np.concatenate([q.reshape(-1) for q in grids]).astype(np.float32))
+    layers: list[torch.nn.Module] = []
+    n_in = x.shape[1]
+    for h in hidden:
+        layers += [torch.nn.Linear(n_in, h), torch.nn.ReLU()]
+        n_in = h
+    layers.append(torch.nn.Linear(n_in, 2))
+    net = torch.nn.Sequential(*layers)
+    n_params = sum(p.numel() for p in net.parameters())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def bits() -> torch.Tensor:
+        out = net(x)
+        mu, b = out[:, 0], torch.exp(out[:, 1]).clamp_min(0.05)
+        d = torch.distributions.Laplace(mu, b)
+        p = d.cdf(y + 0.5) - d.cdf(y - 0.5)
+        return -torch.log2(p.clamp_min(2.0**-24)).sum()
+
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = bits()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(bits()) + ARM_SIDE_BITS * n_params
+
+
 def grids_of(path: Path) -> list[Grid]:
     header, qtensors = read_bytes(path.read_bytes())
     spec = header.spec
@@ -120,11 +169,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--arm", action="store_true", help="also small autoregressive networks")
+    ap.add_argument("--arm-steps", type=int, default=400, help="Adam steps fitting each network")
     args = ap.parse_args()
     ratios: dict[str, list[float]] = {}
     for path in args.files:
         grids = grids_of(path)
         totals: dict[str, float] = {}
+        parents: list[Grid] = []
         for lv, q in enumerate(grids):
             if lv + 1 < len(grids):  # the coarser grid's value at (r // 2, c // 2)
                 p = grids[lv + 1]
@@ -133,8 +185,14 @@ def main() -> None:
                 parent = p[rows][:, cols]
             else:
                 parent = np.zeros_like(q)
+            parents.append(parent)
             for name, bits in models(q, parent).items():
                 totals[name] = totals.get(name, 0.0) + bits()
+        if args.arm:
+            for hidden in ((8,), (16, 16)):
+                shape = "-".join(map(str, hidden))
+                name = f"a network 9-{shape}-2 over all grids, its weights included"
+                totals[name] = arm_bits(grids, parents, hidden, args.arm_steps)
         base = next(iter(totals.values()))
         for name, t in totals.items():
             ratios.setdefault(name, []).append(t / base - 1)
