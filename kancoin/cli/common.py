@@ -85,11 +85,19 @@ def stopped() -> bool:
     return _stop["said"]
 
 
+def _stop_line(signum: int) -> str | None:
+    """The one line a stopped command prints, the first time it is asked for; then None."""
+    if _stop["said"]:
+        return None
+    _stop["said"] = True
+    return TERMINATED if signum == signal.SIGTERM else INTERRUPTED
+
+
 def say_stopped(signum: int) -> None:
-    """The one line a stopped command prints, once, whoever prints it first."""
-    if not _stop["said"]:
-        _stop["said"] = True
-        err(TERMINATED if signum == signal.SIGTERM else INTERRUPTED)
+    """Print the stop's line, once, whoever prints it first (``_stop_now`` too)."""
+    line = _stop_line(signum)
+    if line is not None:
+        err(line)
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -108,11 +116,10 @@ def _stop_now(signum: int) -> None:
     """A second signal while the first one is held, or a command still running
     ``STOP_GRACE_S`` after the first: end the process at once."""
     _stop_children(signum)
-    if not _stop["said"]:
-        _stop["said"] = True
-        msg = TERMINATED if signum == signal.SIGTERM else INTERRUPTED
-        try:
-            os.write(2, (msg + "\n").encode())
+    line = _stop_line(signum)
+    if line is not None:
+        try:  # not err(): this may run in a signal handler or the deadline's thread
+            os.write(2, (line + "\n").encode())
         except OSError:
             pass
     os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
