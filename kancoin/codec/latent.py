@@ -27,6 +27,7 @@ import torch
 from kancoin.codec import runtime
 from kancoin.codec.decode import decode_bytes
 from kancoin.codec.latent_rate import (
+    ArmState,
     estimated_latent_bits,
     fit_weights,
     fitted_scale,
@@ -37,8 +38,8 @@ from kancoin.codec.latent_rate import (
 from kancoin.codec.latent_recipe import LatentRecipe, default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.errors import KancoinError
+from kancoin.format import arm, entropy
 from kancoin.format import context as coding
-from kancoin.format import entropy
 from kancoin.format.container import FileHeader, overhead_bytes, write_bytes
 from kancoin.format.context import WEIGHT_BITS, WEIGHT_UNIT
 from kancoin.format.context import models_of as context_models
@@ -122,9 +123,15 @@ def train(
     n_hard = iters if hard_only else int(round(iters * recipe.hard))
     control_stop = int(iters * recipe.control_until)
     weights = None
+    arm_state = getattr(model, "arm_state", None)
+    if spec.arm and arm_state is None:  # the network starts from the initial grids
+        model.arm_state = arm_state = ArmState(model)
+        arm_state.fit(model, recipe.arm_first)
     for step in range(iters):
         if spec.predictor and step % recipe.control_every == 0:  # the file's fit, kept a while
             weights = fit_weights(model)
+        if arm_state is not None and step and step % recipe.arm_every == 0:
+            arm_state.fit(model, recipe.arm_steps)
         frac = step / max(1, iters)
         decay = recipe.final_lr_frac + (1 - recipe.final_lr_frac) * 0.5 * (
             1 + math.cos(math.pi * frac)
@@ -155,9 +162,15 @@ def train(
                 ys = yq
             grids.append(ys * model.steps[lv])
             wt = None if weights is None else weights[lv]
-            if recipe.crop:  # the crop's latents under the whole grid's model
+            if arm_state is not None and not recipe.crop:
+                bits = bits + arm_state.bits(lv, yq)
+            elif recipe.crop:  # the crop's latents under the whole grid's model
                 f = 1 << (spec.first_level + lv)
                 rows, cols = slice(r0 // f, -(-(r0 + ch) // f)), slice(c0 // f, -(-(c0 + cw) // f))
+                if arm_state is not None:
+                    resid = yq - arm_state.mu[lv]
+                    bits = bits + laplace_bits(resid[rows, cols], arm_state.scale[lv][rows, cols])
+                    continue
                 scale = fitted_scale(y, spec.context, wt)
                 resid = yq if wt is None else yq - predicted(yq, wt)
                 bits = bits + laplace_bits(resid[rows, cols],
@@ -192,6 +205,8 @@ def train(
         if progress is not None and (step % 10 == 0 or step == iters - 1):
             # the minibatch's PSNR (read only here: on CUDA a read waits for the step)
             progress(step + 1, iters, psnr_from_mse(float(mse.detach()) * 255.0**2))
+    if arm_state is not None:  # the network the file stores: fitted to the final grids
+        arm_state.fit(model, recipe.arm_final, batch=None)
     return LatentTrained(model, lam, iters, time.perf_counter() - t0)
 
 
@@ -270,6 +285,14 @@ def _side_tensors(
         unit = np.float32(1 / WEIGHT_UNIT)
         ctx_qp.append(QuantParams(float(-half * unit), float(unit), WEIGHT_BITS))
         ctx_q.append((np.stack(weights) + half).astype(np.uint32))
+    if spec.arm:  # integers in units of 2^−FRAC, each tensor on the bits its values need
+        unit = np.float32(2.0**-arm.FRAC)
+        for v in model.arm_state.ints():
+            t = max(MIN_BITS, int(np.abs(v).max()).bit_length() + 1)
+            if t > MAX_BITS:
+                raise KancoinError("the latents' network has a parameter beyond 16 bits")
+            ctx_qp.append(QuantParams(float(-(1 << (t - 1)) * unit), float(unit), t))
+            ctx_q.append((v + (1 << (t - 1))).astype(np.uint32))
     for wt in model.synthesis_arrays():
         qp = choose_params(wt, synth_bits)
         syn_qp.append(qp)
@@ -333,12 +356,16 @@ def model_bits(header: FileHeader, qtensors: list[np.ndarray], grids_only: bool 
     spec = header.spec
     a, n = spec.first_grid, spec.first_grid + spec.levels
     scales, weights = context_models(header, qtensors) if spec.context else (None, None)
+    net = coding.arm_params(header, qtensors)
     total = 0.0
     for i, (q, m, qp) in enumerate(zip(qtensors, header.emodels, header.qparams)):
         is_grid = a <= i < n
         if grids_only and not is_grid:
             continue
-        if is_grid and scales is not None:
+        if is_grid and net is not None:
+            signed = q.astype(np.int64) - (1 << (qp.bits - 1))
+            total += arm.ideal_bits(signed, qp.bits, net)
+        elif is_grid and scales is not None:
             signed = q.astype(np.int64) - (1 << (qp.bits - 1))
             wt = None if weights is None else weights[i - a]
             total += coding.ideal_bits(signed, scales[i - a], qp.bits, wt)
@@ -353,9 +380,12 @@ def _grids_stream(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
     a, n = spec.first_grid, spec.first_grid + spec.levels
     enc = entropy.new_encoder()
     scales, weights = context_models(header, qtensors) if spec.context else (None, None)
+    net = coding.arm_params(header, qtensors)
     for i in range(a, n):
         q, b = qtensors[i], header.tensor_bits[i]
-        if scales is None:
+        if net is not None:
+            arm.encode_grid(enc, q.astype(np.int64) - (1 << (b - 1)), b, net)
+        elif scales is None:
             entropy.encode_with(enc, q, b, header.emodels[i])
         else:
             wt = None if weights is None else weights[i - a]

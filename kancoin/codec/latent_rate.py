@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from kancoin.format import arm
 from kancoin.format import context as coding
 from kancoin.format.context import MIN_SCALE, NEIGHBOURS, WEIGHT_UNIT
 from kancoin.nets.latent import kernels_train
@@ -128,9 +129,145 @@ def grid_bits(
 
 def estimated_latent_bits(model) -> float:
     """Bits of the rounded grids under the models the file will fit (no gradients)."""
+    if model.spec.arm:
+        return model.arm_state.estimated_bits(model)
     k = model.spec.context
     weights = fit_weights(model) or [None] * len(model.latents)
     with torch.no_grad():
         return float(sum(
             grid_bits(torch.round(y), y, k, wt) for y, wt in zip(model.latents, weights)
         ))  # fmt: skip
+
+
+# -- the autoregressive network (format.arm) ---------------------------------------------------
+
+ARM_LR = 1e-2  # Adam, the network (its own optimizer: it learns the grids' statistics)
+ARM_BATCH = 1 << 15  # values a network step sees (of ~130,000 on a 768×512 image)
+
+
+class ArmNet(torch.nn.Module):
+    """The float twin of ``format.arm``'s network, trained on the rounded grids: inputs
+    (N, TAPS) → (N, 2) as (μ, log scale); ``format.arm.to_ints`` of its arrays is what the
+    file stores."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([
+            torch.nn.Linear(arm.TAPS, hidden), torch.nn.Linear(hidden, hidden),
+            torch.nn.Linear(hidden, 2),
+        ])  # fmt: skip
+        with torch.no_grad():  # it starts as a zero-mean Laplace of scale 1
+            self.layers[-1].weight.zero_()
+            self.layers[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+    def arrays(self) -> list[np.ndarray]:
+        """Weights (O, I) and biases (O,) in ``format.arm.tensor_shapes`` order, float64."""
+        out = []
+        for layer in self.layers:
+            out += [layer.weight.detach().cpu().double().numpy(),
+                    layer.bias.detach().cpu().double().numpy()]  # fmt: skip
+        return out
+
+
+def arm_inputs(q: torch.Tensor) -> torch.Tensor:
+    """The network's inputs of every position of grid q (H, W): (H·W, TAPS), 0 outside the
+    grid (``format.arm.neighbours``)."""
+    h, w = q.shape
+    p = torch.nn.functional.pad(q, (arm.PAD_LEFT, arm.PAD_RIGHT, arm.PAD_TOP, 0))
+    cols = [p[arm.PAD_TOP - dr : arm.PAD_TOP - dr + h, arm.PAD_LEFT - dc : arm.PAD_LEFT - dc + w]
+            for dr, dc in arm.NEIGHBOURS]  # fmt: skip
+    return torch.stack(cols, -1).reshape(-1, arm.TAPS)
+
+
+def arm_laplace(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, scale) of the network's outputs (N, 2), the scale within the file's table."""
+    return out[:, 0], torch.exp(out[:, 1].clamp(*arm.LOG_SCALE_RANGE))
+
+
+class _LaplaceRate(torch.autograd.Function):
+    """``laplace_bits`` with a scale per value, by the numba kernel: bits and their gradient
+    w.r.t. the residual in one pass; CPU float32."""
+
+    @staticmethod
+    def forward(ctx, r, scale):
+        rr = r.detach().contiguous().reshape(-1).numpy()
+        grad = np.empty(rr.shape, np.float32)
+        bits = kernels_train.laplace_rate(rr, scale.contiguous().reshape(-1).numpy(), grad)
+        ctx.save_for_backward(torch.from_numpy(grad).reshape(r.shape))
+        return torch.tensor(bits, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None
+
+
+class ArmState:
+    """The network the encoder trains beside the grids, and the Laplace (μ, scale) of every
+    latent it gave at its last refresh: the rate of the steps in between, without gradient
+    through the network (the model the file fits, as the context scales are)."""
+
+    def __init__(self, model) -> None:
+        dev = model.latents[0].device
+        self.net = ArmNet(model.spec.arm).to(dev)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=ARM_LR)
+        self.mu: list[torch.Tensor] = []
+        self.scale: list[torch.Tensor] = []
+        self.gen = torch.Generator().manual_seed(1)
+
+    def _data(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            qs = [torch.round(y.detach()) for y in model.latents]
+            x = torch.cat([arm_inputs(q) for q in qs])
+            v = torch.cat([q.reshape(-1) for q in qs])
+        return x, v
+
+    def fit(self, model, steps: int, batch: int | None = ARM_BATCH) -> None:
+        """``steps`` Adam steps on the rounded grids (``batch`` values drawn each, None: all),
+        then the Laplaces of every latent for the steps that follow."""
+        x, v = self._data(model)
+        for _ in range(steps):
+            if batch is not None and batch < len(v):
+                idx = torch.randint(0, len(v), (batch,), generator=self.gen).to(v.device)
+                xb, vb = x[idx], v[idx]
+            else:
+                xb, vb = x, v
+            mu, scale = arm_laplace(self.net(xb))
+            loss = laplace_bits(vb - mu, scale) / len(vb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        with torch.no_grad():
+            mu, scale = arm_laplace(self.net(x))
+        self.mu, self.scale, at = [], [], 0
+        for y in model.latents:
+            n = y.numel()
+            self.mu.append(mu[at : at + n].reshape(y.shape))
+            self.scale.append(scale[at : at + n].reshape(y.shape))
+            at += n
+
+    def bits(self, lv: int, yq: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
+        """Bits of grid ``lv``'s training proxy under the last refresh's Laplaces; ``fused``
+        (default: on CPU float32) by the numba kernel, else torch ops."""
+        r = yq - self.mu[lv]
+        if fused is None:
+            fused = r.device.type == "cpu" and r.dtype == torch.float32
+        if fused:
+            return _LaplaceRate.apply(r, self.scale[lv])
+        return laplace_bits(r, self.scale[lv])
+
+    def ints(self) -> list[np.ndarray]:
+        """The parameters the file stores (``format.arm``)."""
+        return arm.to_ints(self.net.arrays())
+
+    def estimated_bits(self, model) -> float:
+        """Bits of the rounded grids under the float network (what the λ control follows)."""
+        x, v = self._data(model)
+        with torch.no_grad():
+            mu, scale = arm_laplace(self.net(x))
+            return float(laplace_bits(v - mu, scale))

@@ -40,6 +40,12 @@ class LatentRecipe:
     # the grids start from a Laplacian pyramid of the image's grey levels × this (0: zeros)
     init_gain: float = INIT_GAIN
     full_last: int = 0  # the last steps see every pixel instead of ``batch`` drawn ones
+    # the latents' network (``arm`` ≥ 1): Adam steps on the rounded grids, first, every
+    # ``arm_every`` steps and (on every value) at the end, when the file's network is taken
+    arm_first: int = 100
+    arm_every: int = 50
+    arm_steps: int = 5
+    arm_final: int = 200
 
 
 STEP_BPP = 0.3  # above it training aims under the budget; past RICH_BPP the step is it / bpp

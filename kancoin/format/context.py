@@ -208,6 +208,20 @@ def models_of(header, qtensors: list) -> tuple[np.ndarray, np.ndarray | None]:
     return np.maximum(scales.astype(np.float64), MIN_SCALE), weights
 
 
+def arm_params(header, qtensors: list) -> list[np.ndarray] | None:
+    """A file's autoregressive network for the latents (``format.arm``), its integer
+    parameters; None when the file has none."""
+    from kancoin.format import arm
+    from kancoin.nets import family_of
+
+    spec = header.spec
+    layout = family_of(spec).context_layout(spec)
+    if layout is None or layout.arm is None:
+        return None
+    at, n = layout.arm, len(arm.tensor_shapes(spec.arm))
+    return arm.params_of(qtensors[at : at + n], header.tensor_bits[at : at + n], spec.arm)
+
+
 def encode_stream(header, qtensors: list) -> bytes:
     """A file's range-coded stream: each tensor with its own model, context-coded grids with
     the context model (``NetFamily.context_layout``)."""
@@ -221,13 +235,19 @@ def encode_stream(header, qtensors: list) -> bytes:
     enc = entropy.new_encoder()
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in header.spec.tensor_shapes()]
-    table = weights = None
+    table = weights = net = None
     for i, q in enumerate(qtensors):
         if first <= i < first + levels:
-            if table is None:
-                table, weights = models_of(header, qtensors)
             b = bits[i]
             signed = np.asarray(q).reshape(shapes[i]).astype(np.int64) - (1 << (b - 1))
+            if layout.arm is not None:
+                from kancoin.format import arm
+
+                net = net or arm_params(header, qtensors)
+                arm.encode_grid(enc, signed, b, net)
+                continue
+            if table is None:
+                table, weights = models_of(header, qtensors)
             wt = None if weights is None else weights[i - first]
             encode_grid(enc, signed, b, table[i - first], wt)
         else:
@@ -249,14 +269,20 @@ def decode_stream(header, data: bytes, sizes: list[int]) -> list[np.ndarray]:
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in spec.tensor_shapes()]
     out: list[np.ndarray] = []
-    table = weights = None
+    table = weights = net = None
     for i, n in enumerate(sizes):
         if first <= i < first + levels:
-            if table is None:
-                table, weights = models_of(header, out)
             b = bits[i]
-            wt = None if weights is None else weights[i - first]
-            q = decode_grid(dec, shapes[i], b, table[i - first], wt)
+            if layout.arm is not None:
+                from kancoin.format import arm
+
+                net = net or arm_params(header, out)
+                q = arm.decode_grid(dec, shapes[i], b, net)
+            else:
+                if table is None:
+                    table, weights = models_of(header, out)
+                wt = None if weights is None else weights[i - first]
+                q = decode_grid(dec, shapes[i], b, table[i - first], wt)
             out.append((q + (1 << (b - 1))).astype(np.uint32).ravel())
         else:
             out.append(entropy.decode_with(dec, n, bits[i], models[i]))

@@ -29,7 +29,7 @@ from kancoin.imageio import MAX_SIDE
 from kancoin.nets import entries, families
 
 MAGIC = b"KANC"
-VERSION = 7
+VERSION = 8
 # what each version added (docs/format.md)
 VERSIONS = {
     1: "fixed-width payload, every tensor at the header's bits; B-spline KAN or SIREN",
@@ -40,6 +40,8 @@ VERSIONS = {
     6: "the latent family (arch 2): entropy-coded latent grids and a KAN synthesis",
     7: "the latents' predictor (`predictor`): Laplaces centred on a prediction from 4 "
        "causal neighbours",
+    8: "the latents' autoregressive network (`arm`): Laplaces from a small fixed-point "
+       "network of 7 causal neighbours",
 }
 READ_VERSIONS = tuple(VERSIONS)
 CODINGS = ("fixed", "range")

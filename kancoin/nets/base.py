@@ -38,10 +38,11 @@ Predictor = Callable[["torch.Tensor"], "torch.Tensor"]
 class ContextLayout(NamedTuple):
     """Indices, among a file's stored tensors, of a context-coded family's parts."""
 
-    scales: int  # the (L, K) context scales
+    scales: int | None  # the (L, K) context scales; None: an autoregressive network
     weights: int | None  # the (L, 4) predictor weights; None: no predictor
     first: int  # the first context-coded grid
     levels: int  # how many grids follow it
+    arm: int | None = None  # the first of the network's tensors (``format.arm``); None: none
 
 
 class NetFamily:

@@ -20,6 +20,9 @@ import numpy as np
 from kancoin.bitfields import Field
 from kancoin.errors import KancoinError
 from kancoin.nets.base import ContextLayout, NetFamily
+from kancoin.nets.latent.arm import MAX_HIDDEN as ARM_MAX_HIDDEN
+from kancoin.nets.latent.arm import TAPS as ARM_TAPS
+from kancoin.nets.latent.arm import tensor_shapes as arm_tensor_shapes
 from kancoin.nets.latent.grids import level_shape
 from kancoin.nets.spec import NetSpec, Overrides, budget_bytes
 
@@ -30,6 +33,7 @@ MAX_LEVELS = 12
 SINCE = 6  # the format version that added the family
 PREDICTOR_SINCE = 7  # the version that added the latents' predictor
 PREDICTOR_TAPS = 4  # causal neighbours a predictor weighs (``format.context.NEIGHBOURS``)
+ARM_SINCE = 8  # the version that added the latents' autoregressive network
 
 HEADER_FIELDS = (
     Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
@@ -48,6 +52,10 @@ HEADER_FIELDS = (
           doc="0: zero-mean Laplaces, context min(abs(left) + abs(up), K − 1); 1: Laplaces "
               "centred on a prediction from left, up, up-left and up-right (integer weights "
               "/64, a stored (L, 4) tensor), context min(sum of their abs, K − 1); needs K ≥ 2"),
+    Field("arm", "uint:5", 0, ARM_MAX_HIDDEN, since=ARM_SINCE, default=0,
+          doc="0: no network; A ≥ 1: every grid coded with Laplaces from one network of 7 "
+              "causal neighbours, 7 → A → A → 2, in fixed point (`format.arm`; six stored "
+              "tensors); needs K = 0 and no predictor"),
 )  # fmt: skip
 
 
@@ -69,6 +77,7 @@ class LatentSpec(NetSpec):
     context: int = 4
     first_level: int = 1
     predictor: int = 0
+    arm: int = 0
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -81,6 +90,8 @@ class LatentSpec(NetSpec):
             raise ValueError("context must be 0 or 2..7")
         if self.predictor not in (0, 1) or (self.predictor and not self.context):
             raise ValueError("predictor must be 0, or 1 with context ≥ 2")
+        if not 0 <= self.arm <= ARM_MAX_HIDDEN or (self.arm and self.context):
+            raise ValueError(f"arm must be 0, or 1..{ARM_MAX_HIDDEN} with context 0")
 
     @property
     def levels(self) -> int:
@@ -105,7 +116,12 @@ class LatentSpec(NetSpec):
     @property
     def first_grid(self) -> int:
         """Index of the first grid among the stored tensors (after the context model)."""
-        return (1 if self.context else 0) + self.predictor
+        return (1 if self.context else 0) + self.predictor + len(self.arm_shapes)
+
+    @property
+    def arm_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The latents' network's tensors (none without one)."""
+        return arm_tensor_shapes(self.arm) if self.arm else []
 
     def tensor_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """Stored tensors in file order: the context scales (L, K) and predictor weights
@@ -115,6 +131,7 @@ class LatentSpec(NetSpec):
             shapes.append(("context_scales", (self.levels, self.context)))
         if self.predictor:
             shapes.append(("context_weights", (self.levels, PREDICTOR_TAPS)))
+        shapes += self.arm_shapes
         shapes += [(f"latents.{lv}", s) for lv, s in enumerate(self.grid_shapes)]
         for n, (i, o) in enumerate(self.layer_dims()):
             shapes += [(f"synthesis.{n}.{t}", s) for t, s in self.layer_tensors(i, o)]
@@ -133,6 +150,7 @@ class LatentSpec(NetSpec):
         w = "-".join(str(x) for x in self.widths)
         ctx = f", {self.context} contexts" if self.context else ""
         ctx += ", predicted" if self.predictor else ""
+        ctx += f", network {ARM_TAPS}-{self.arm}-{self.arm}-2" if self.arm else ""
         return (
             f"{self.levels} latent grids (1/{1 << self.first_level}…"
             f"1/{1 << (self.first_level + self.levels - 1)}{ctx}), KAN synthesis "
@@ -150,6 +168,7 @@ class LatentSpec(NetSpec):
             "context": self.context,
             "first_level": self.first_level,
             "predictor": self.predictor,
+            "arm": self.arm,
         }
 
 
@@ -165,6 +184,8 @@ DEFAULT_BOUND = 2.0
 # of 2 neighbours, zero-mean
 DEFAULT_CONTEXT = 7
 DEFAULT_PREDICTOR = 1
+DEFAULT_ARM = 0
+MIN_ARM, ARM_SHARE, ARM_BITS = 4, 0.04, 9.0
 SYNTHESIS_SHARE = 0.25  # most of a file the default synthesis may take
 
 
@@ -210,6 +231,7 @@ class LatentFamily(NetFamily):
             "context": spec.context,
             "first_level": spec.first_level,
             "predictor": spec.predictor,
+            "arm": spec.arm,
         }
 
     def spec_from_values(
@@ -219,7 +241,7 @@ class LatentFamily(NetFamily):
             widths, height=image[0], width=image[1], grid_size=values["grid_size"],
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
             context=values["context"], first_level=values["first_level"],
-            predictor=values["predictor"],
+            predictor=values["predictor"], arm=values["arm"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -257,12 +279,15 @@ class LatentFamily(NetFamily):
         levels = max(1, min(levels, _useful_levels(height, width, DEFAULT_FIRST_LEVEL)))
         budget = budget_bytes(bpp, height, width)
 
+        arm_hidden = arm_width(budget)
+
         def make(hidden: tuple[int, ...]) -> LatentSpec:
+            models = ({"context": 0, "predictor": 0, "arm": arm_hidden} if arm_hidden else
+                      {"context": DEFAULT_CONTEXT, "predictor": DEFAULT_PREDICTOR})
             return LatentSpec(
                 (levels, *hidden, channels), height=height, width=width,
                 grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
-                grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL,
-                context=DEFAULT_CONTEXT, predictor=DEFAULT_PREDICTOR,
+                grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL, **models,
             )  # fmt: skip
 
         if ov.width is not None or ov.depth is not None:
@@ -291,6 +316,8 @@ class LatentFamily(NetFamily):
 
     # -- the stream -------------------------------------------------------------------------
     def context_layout(self, spec: NetSpec) -> ContextLayout | None:
+        if spec.arm:
+            return ContextLayout(None, None, spec.first_grid, spec.levels, arm=0)
         if not spec.context:
             return None
         return ContextLayout(0, 1 if spec.predictor else None, spec.first_grid, spec.levels)
@@ -311,9 +338,23 @@ class LatentFamily(NetFamily):
         # about 64 bytes per input (its SiLU in float64, interval, position) and the SiLU
         # weights spread over the pixels (I × O)
         spread = max(i * o for i, o in spec.layer_dims())
-        return float(per_pixel) * height * width, 4 * (
+        arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
+        return float(per_pixel) * height * width + arm_cost, 4 * (
             spec.levels + (spec.spline_order + 6) * widest + 16 * widest + spread
         )
+
+
+def arm_width(budget: float) -> int:
+    """The latents' network's hidden width for a budget of ``budget`` bytes: ``DEFAULT_ARM``,
+    narrowed until its parameters (at about ``ARM_BITS`` bits each) take at most
+    ``ARM_SHARE`` of the budget; 0 (the predictor of format 7) below ``MIN_ARM``."""
+    a = DEFAULT_ARM
+    while a >= MIN_ARM:
+        n = sum(int(np.prod(shape)) for _, shape in arm_tensor_shapes(a))
+        if n * ARM_BITS / 8 <= ARM_SHARE * budget:
+            return a
+        a -= 2
+    return 0
 
 
 def _useful_levels(height: int, width: int, first: int) -> int:

@@ -1,0 +1,225 @@
+"""The latents' autoregressive network (kancoin.format.arm) and its training twin
+(kancoin.codec.latent_rate.ArmNet, ArmState)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kancoin.format import arm, entropy
+
+from .test_latent import _smooth_grid
+
+
+def _int_forward(params, x, bits):
+    """The module docstring's arithmetic in int64 (shifts, no float), apart from the decoder's
+    float64 carrying."""
+    w1, b1, w2, b2, w3, b3 = (np.asarray(p, np.int64) for p in params)
+    x = np.clip(np.asarray(x, np.int64), -arm.INPUT_MAX, arm.INPUT_MAX)
+    h = np.clip(x @ w1.T + b1, 0, arm.ACT_MAX)
+    h = np.clip(((h @ w2.T) >> arm.FRAC) + b2, 0, arm.ACT_MAX)
+    o = ((h @ w3.T) >> arm.FRAC) + b3
+    half = 1 << (bits - 1)
+    mu = np.clip(o[:, 0], -half << arm.FRAC, (half - 1) << arm.FRAC) / (1 << arm.FRAC)
+    shift = arm.FRAC - arm.LOG_STEP
+    j = np.clip((o[:, 1] + (1 << (shift - 1))) >> shift, arm.J_LO, arm.J_HI)
+    return mu, arm.SCALES[j - arm.J_LO]
+
+
+def _random_params(hidden: int, seed: int, lim: int = 1 << 15) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-lim, lim, shape) for _, shape in arm.tensor_shapes(hidden)]
+
+
+@pytest.mark.parametrize("hidden, lim", [(31, 1 << 15), (16, 300), (4, 40)])
+def test_forward_is_the_integer_arithmetic(hidden: int, lim: int) -> None:
+    """The decoder's float64 forward gives exactly the int64 shifts' μ and scale, also at the
+    largest parameters and inputs a file can hold (where the activations are clipped)."""
+    params = _random_params(hidden, seed=hidden, lim=lim)
+    x = np.random.default_rng(1).integers(-(1 << 15), 1 << 15, (2000, arm.TAPS))
+    for bits in (3, 9, 16):
+        mu, scale = arm.forward(params, x, bits)
+        ref_mu, ref_scale = _int_forward(params, x, bits)
+        assert np.array_equal(mu, ref_mu) and np.array_equal(scale, ref_scale)
+
+
+def test_scale_table_is_exp_of_its_index() -> None:
+    j = np.arange(arm.J_LO, arm.J_HI + 1)
+    np.testing.assert_allclose(arm.SCALES, np.exp(j / 16), rtol=1e-4)
+    assert np.all(arm.SCALES * 2**20 == np.round(arm.SCALES * 2**20))  # dyadic: exact anywhere
+
+
+def test_neighbours_are_the_causal_values() -> None:
+    q = np.arange(1, 13).reshape(3, 4)
+    x = arm.neighbours(q).reshape(3, 4, arm.TAPS)
+    # at (2, 2): left 10, left-left 9, up-left 6, up 7, up-right 8, up-up 3, up-left-left 5
+    assert x[2, 2].tolist() == [10, 9, 6, 7, 8, 3, 5]
+    assert x[0, 0].tolist() == [0] * arm.TAPS  # nothing coded before the first value
+    assert x[1, 3].tolist() == [7, 6, 3, 4, 0, 0, 2]  # up-right and up-up outside
+
+
+def _trained_params(q: np.ndarray, hidden: int = 8) -> list[np.ndarray]:
+    """A network fitted a little to q (as the encoder fits one), in the file's integers."""
+    from kancoin.codec.latent_rate import ArmNet, arm_inputs, arm_laplace, laplace_bits
+
+    torch.manual_seed(0)
+    net = ArmNet(hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    t = torch.from_numpy(q.astype(np.float32))
+    x, v = arm_inputs(t), t.reshape(-1)
+    for _ in range(150):
+        mu, scale = arm_laplace(net(x))
+        loss = laplace_bits(v - mu, scale) / len(v)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return arm.to_ints(net.arrays())
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 3), (37, 53)])
+def test_grid_round_trip(shape: tuple[int, int]) -> None:
+    q = np.round(_smooth_grid(*shape, seed=3) * 3).astype(np.int64)
+    params = _trained_params(q) if q.size > 100 else _random_params(6, seed=0, lim=200)
+    bits = max(3, int(np.abs(q).max()).bit_length() + 2)
+    enc = entropy.new_encoder()
+    arm.encode_grid(enc, q, bits, params)
+    arm.encode_grid(enc, -q, bits, params)  # two grids in one stream
+    dec = entropy.new_decoder(entropy.finish(enc))
+    assert np.array_equal(arm.decode_grid(dec, shape, bits, params), q)
+    assert np.array_equal(arm.decode_grid(dec, shape, bits, params), -q)
+
+
+def test_ideal_bits_agree_with_the_coded_size() -> None:
+    q = np.round(_smooth_grid(96, 128, seed=5) / 4).astype(np.int64)
+    params = _trained_params(q)
+    bits = int(np.abs(q).max()).bit_length() + 2
+    enc = entropy.new_encoder()
+    arm.encode_grid(enc, q, bits, params)
+    coded = 8 * len(entropy.finish(enc))
+    ideal = arm.ideal_bits(q, bits, params)
+    assert abs(ideal - coded) <= 0.01 * coded + 32
+    # and the network learnt something: fewer bits than the grid's one zero-mean Laplace
+    scale = max(float(np.abs(q).mean()), 0.05)
+    flat = _int_laplace_bits(q, scale)
+    assert ideal < 0.9 * flat
+
+
+def _int_laplace_bits(q: np.ndarray, scale: float) -> float:
+    from kancoin.format.context import _bin_mass
+
+    v = q.reshape(-1).astype(np.float64)
+    return float(-np.log2(_bin_mass(v - 0.5, v + 0.5, 0.0, scale)).sum())
+
+
+def test_file_integers_follow_the_float_network() -> None:
+    """The stored integers (units of 2^−8) give the float network's μ and scale to about the
+    rounding of its parameters."""
+    from kancoin.codec.latent_rate import ArmNet, arm_laplace
+
+    torch.manual_seed(2)
+    net = ArmNet(16)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.3 * torch.randn(p.shape))
+    x = np.random.default_rng(0).integers(-6, 7, (500, arm.TAPS))
+    with torch.no_grad():
+        mu, scale = arm_laplace(net(torch.from_numpy(x.astype(np.float32))))
+    imu, iscale = arm.forward(arm.to_ints(net.arrays()), x, 9)
+    np.testing.assert_allclose(imu, mu.numpy(), atol=0.1)
+    np.testing.assert_allclose(np.log(iscale), np.log(scale.numpy()), atol=0.1)
+
+
+def test_fused_rate_is_the_torch_rate() -> None:
+    """The numba kernel's bits and gradient are ``laplace_bits``' (torch autograd)."""
+    from kancoin.codec.latent_rate import _LaplaceRate, laplace_bits
+
+    gen = torch.Generator().manual_seed(0)
+    r = (torch.randn(4000, generator=gen) * 3).requires_grad_(True)
+    scale = torch.rand(4000, generator=gen) * 4 + 0.06
+    fused = _LaplaceRate.apply(r, scale)
+    (g_fused,) = torch.autograd.grad(fused, r)
+    ref = laplace_bits(r.double(), scale.double())
+    (g_ref,) = torch.autograd.grad(ref, r)
+    assert float(fused.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    np.testing.assert_allclose(g_fused.numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_spec_needs_no_other_context_model() -> None:
+    from kancoin.nets.latent import LatentSpec
+
+    with pytest.raises(ValueError, match="arm"):
+        LatentSpec((7, 16, 3), height=64, width=96, context=7, arm=8)
+    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
+    names = [n for n, _ in spec.tensor_shapes()]
+    assert names[:6] == [n for n, _ in arm.tensor_shapes(8)] and spec.first_grid == 6
+
+
+ARM_WIDTH = 6  # a network small enough for a small image's budget
+
+
+@pytest.fixture(scope="module")
+def encoded_arm():
+    """A small latent encode whose grids are coded by the network (a budget the default
+    would give the predictor to)."""
+    import kancoin.nets.latent as family
+    from kancoin.codec.encode import encode_pixels
+    from kancoin.codec.options import EncodeOptions
+
+    from .conftest import crop
+
+    saved = family.DEFAULT_ARM, family.ARM_SHARE
+    family.DEFAULT_ARM, family.ARM_SHARE = ARM_WIDTH, 1.0
+    try:
+        pixels = crop(64, 96)
+        opts = EncodeOptions(
+            arch="latent", bpp=1.0, iters=200, batch_size=1024, device="cpu", threads=1
+        )
+        return pixels, opts, encode_pixels(pixels, opts)
+    finally:
+        family.DEFAULT_ARM, family.ARM_SHARE = saved
+
+
+def test_encode_with_the_network_meets_its_budget(encoded_arm) -> None:
+    from kancoin.metrics import psnr
+
+    pixels, opts, res = encoded_arm
+    assert res.spec.arm == ARM_WIDTH and res.spec.context == 0 and res.spec.predictor == 0
+    budget = int(opts.bpp * 64 * 96 // 8)
+    assert 0.97 * budget <= len(res.data) <= budget
+    assert res.psnr == pytest.approx(psnr(res.decoded.pixels, pixels)) and res.psnr > 20
+
+
+def test_network_estimate_agrees_with_the_coded_size(encoded_arm) -> None:
+    _, _, res = encoded_arm
+    coded = res.extra["latent_bits_coded"]
+    assert abs(res.extra["latent_bits_estimated"] - coded) <= 0.01 * coded + 32
+
+
+def test_network_file_decodes_alike_in_fresh_processes(encoded_arm, tmp_path) -> None:
+    """Two fresh processes on 1 and 2 numba threads decode the encode's own pixels, bit for
+    bit, without torch; the independent decode agrees."""
+    import json
+    import subprocess
+    import sys
+
+    from .test_latent import latent_reference_decode
+
+    _, _, res = encoded_arm
+    src = tmp_path / "a.kc"
+    src.write_bytes(res.data)
+    code = (
+        "import sys, json;"
+        "from kancoin.codec.decode import decode_bytes;"
+        f"d = decode_bytes(open({str(src)!r}, 'rb').read());"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'pixels': d.pixels.tobytes().hex()}))"
+    )
+    for threads in ("1", "2"):
+        env = {**__import__("os").environ, "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=env)  # fmt: skip
+        got = json.loads(out.stdout)
+        assert got["torch"] is False
+        assert bytes.fromhex(got["pixels"]) == res.decoded.pixels.tobytes()
+    ref = latent_reference_decode(res.data)
+    assert np.abs(ref.astype(int) - res.decoded.pixels.astype(int)).max() <= 1
