@@ -4,9 +4,9 @@ grid, evaluated in integer arithmetic so that any machine rebuilds the coder's m
 
 Network: ``TAPS`` inputs → A → A → 2 (A the ``arm`` field), ReLU after each hidden layer.
 Inputs: the integers at left, left-left, up-left, up, up-right, up-up and up-left-left
-(``NEIGHBOURS``; 0 outside the grid), clipped to ±``INPUT_MAX``. Its six stored tensors
-(``tensor_shapes``) hold integers in units of 2^−``FRAC`` (a tensor of t bits stores
-value + 2^(t−1)). With x the inputs, in integers:
+(``NEIGHBOURS``; 0 outside the grid), within ±2^15 as every grid's stored range is. Its
+six stored tensors (``tensor_shapes``) hold integers in units of 2^−``FRAC`` (a tensor of t
+bits stores value + 2^(t−1)). With x the inputs, in integers:
 
     h1 = clip(W1 · x + b1, 0, ACT_MAX)               units 2^−FRAC
     h2 = clip(floor(W2 · h1 / 2^FRAC) + b2, 0, ACT_MAX)
@@ -33,7 +33,6 @@ __all__ = ["MAX_HIDDEN", "NEIGHBOURS", "TAPS", "decode_grid", "encode_grid", "fo
 
 PAD_TOP, PAD_LEFT, PAD_RIGHT = 2, 2, 1  # zeros around a grid hold every neighbour
 FRAC = 8  # fractional bits of the parameters and the activations
-INPUT_MAX = 1 << 15
 ACT_MAX = 1 << 24  # no product or sum below comes near 2^63
 LOG_STEP = 4  # the scale's logarithm in steps of 1/16
 J_LO, J_HI = -47, 96  # scales e^−2.94 = 0.053 … e^6 = 403
@@ -72,8 +71,8 @@ def _padded(q: np.ndarray) -> np.ndarray:
 
 
 def forward(params: list[np.ndarray], x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, scale), float64 (N,), of the values whose inputs are x (N, TAPS) integers, for a
-    grid stored on ``bits`` bits (μ stays within its range).
+    """(μ, scale), float64 (N,), of the values whose inputs are x (N, TAPS) integers of a grid
+    stored on ``bits`` bits (so within ±2^15; μ stays within the grid's range).
 
     The integer arithmetic of the module's docstring, carried in float64: every product and
     partial sum is an integer below 2^53 (inputs ≤ 2^15, parameters < 2^15, activations ≤
@@ -82,15 +81,29 @@ def forward(params: list[np.ndarray], x: np.ndarray, bits: int) -> tuple[np.ndar
     shift."""
     w1, b1, w2, b2, w3, b3 = (np.asarray(p, np.float64) for p in params)
     unit = float(1 << FRAC)
-    x = np.clip(np.asarray(x, np.float64), -INPUT_MAX, INPUT_MAX)
-    h = np.clip(x @ w1.T + b1, 0, ACT_MAX)
-    h = np.clip(np.floor((h @ w2.T) / unit) + b2, 0, ACT_MAX)
-    o = np.floor((h @ w3.T) / unit) + b3
+    h = np.asarray(x, np.float64) @ w1.T
+    h += b1
+    _relu_clip(h)
+    h = h @ w2.T
+    h /= unit
+    np.floor(h, out=h)
+    h += b2
+    _relu_clip(h)
+    o = h @ w3.T
+    o /= unit
+    np.floor(o, out=o)
+    o += b3
     half = 1 << (bits - 1)
-    mu = np.clip(o[:, 0], -half * unit, (half - 1) * unit) / unit
+    mu = np.minimum(np.maximum(o[:, 0], -half * unit), (half - 1) * unit) / unit
     step = float(1 << (FRAC - LOG_STEP))
-    j = np.clip(np.floor((o[:, 1] + step / 2) / step), J_LO, J_HI).astype(np.int64)
+    j = np.floor((o[:, 1] + step / 2) / step)
+    j = np.minimum(np.maximum(j, J_LO), J_HI).astype(np.int64)
     return mu, SCALES[j - J_LO]
+
+
+def _relu_clip(h: np.ndarray) -> None:
+    np.maximum(h, 0.0, out=h)
+    np.minimum(h, float(ACT_MAX), out=h)
 
 
 def _model_family(bits: int):
@@ -132,6 +145,7 @@ def decode_grid(dec, shape: tuple[int, int], bits: int, params: list[np.ndarray]
     """Inverse of ``encode_grid``: the signed grid (H, W), int64."""
     offset = 1 << (bits - 1)
     fam = _model_family(bits)
+    params = [np.asarray(p, np.float64) for p in params]  # once, not per line
     h, w = shape
     q = np.zeros((h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT))  # padded, flat, exact integers
     offs = _offsets(w)

@@ -184,7 +184,12 @@ DEFAULT_BOUND = 2.0
 # of 2 neighbours, zero-mean
 DEFAULT_CONTEXT = 7
 DEFAULT_PREDICTOR = 1
-DEFAULT_ARM = 0
+# the grids coded by a 7-16-16-2 network of causal neighbours (format 8) where the budget
+# affords it: on the four tuning images at 0.3 bpp and 10,000 steps 28.96 dB against 28.47
+# with the predictor (kodim01 +1.21, kodim15 +0.30, kodim05 +0.24, kodim23 +0.24); 7-24-24-2
+# was level on kodim01 and −0.12 dB on kodim05, and slower (docs/research/latent.md)
+DEFAULT_ARM = 16
+# narrower below: the network's parameters at most 4 % of the budget (16 wide from 12.6 kB)
 MIN_ARM, ARM_SHARE, ARM_BITS = 4, 0.04, 9.0
 SYNTHESIS_SHARE = 0.25  # most of a file the default synthesis may take
 
