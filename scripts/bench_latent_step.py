@@ -9,7 +9,8 @@ turn within each run:
 - features   the drawn pixels' features and their backward (``LatentNet.features_at``,
              10,000 random pixels, every level);
 - rate       every grid's bits under the file's context model and their backward
-             (``codec.latent.grid_bits``);
+             (``codec.latent.grid_bits``; with the latents' network, the Laplaces it gave,
+             ``codec.latent_rate.ArmState.bits``);
 - step       a whole training step (``codec.latent.train``, ``--steps`` steps, rate control on);
 
 each fused (the default on CPU) and through the torch ops (``fused=False``), and prints the
@@ -30,6 +31,7 @@ import torch
 
 import kancoin.codec.latent as latent_codec
 from kancoin.codec.encode import plan
+from kancoin.codec.latent_rate import ArmState
 from kancoin.codec.latent_recipe import default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.imageio import load_image
@@ -41,11 +43,14 @@ from kancoin.nets.latent.network import LatentNet
 def torch_ops():
     """The training path without the numba kernels."""
     feats, bits = LatentNet.features_at, latent_codec.grid_bits
+    arm_bits = ArmState.bits
     with (
         mock.patch.object(LatentNet, "features_at",
                           lambda self, g, i, fused=None: feats(self, g, i, fused=False)),
         mock.patch.object(latent_codec, "grid_bits",
                           lambda q, y, k, w, fused=None: bits(q, y, k, w, fused=False)),
+        mock.patch.object(ArmState, "bits",
+                          lambda self, lv, yq, fused=None: arm_bits(self, lv, yq, False)),
     ):  # fmt: skip
         yield
 
@@ -55,6 +60,10 @@ def time_parts(model, fused: bool, reps: int = 20) -> tuple[float, float]:
     grids = [torch.randn(g.shape, requires_grad=True) for g in model.latents]
     ints = [torch.round(g.detach() * 2) for g in grids]
     weights = latent_codec.fit_weights(model) if model.spec.predictor else None
+    arm = None
+    if model.spec.arm:
+        arm = ArmState(model)
+        arm.fit(model, 0)
     t = time.perf_counter()
     for _ in range(reps):
         idx = torch.randint(0, h * w, (10_000,))
@@ -64,6 +73,9 @@ def time_parts(model, fused: bool, reps: int = 20) -> tuple[float, float]:
     for _ in range(reps):
         total = 0.0
         for lv, (g, y) in enumerate(zip(grids, ints)):
+            if arm is not None:
+                total = total + arm.bits(lv, g + 0.0, fused)
+                continue
             wt = None if weights is None else weights[lv]
             total = total + latent_codec.grid_bits(g + 0.0, y, model.spec.context, wt, fused)
         total.backward()

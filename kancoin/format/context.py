@@ -264,8 +264,20 @@ def decode_stream(header, data: bytes, sizes: list[int]) -> list[np.ndarray]:
     layout = family_of(spec).context_layout(spec)
     if layout is None:
         return entropy.decode(data, sizes, header.tensor_bits, list(header.emodels))
-    first, levels = layout.first, layout.levels
     dec = entropy.new_decoder(data)
+    if layout.arm is not None:
+        from kancoin.format import arm
+
+        with arm.one_blas_thread():
+            return _decode_tensors(header, dec, sizes, layout)
+    return _decode_tensors(header, dec, sizes, layout)
+
+
+def _decode_tensors(header, dec, sizes: list[int], layout) -> list[np.ndarray]:
+    from kancoin.format import entropy
+
+    spec = header.spec
+    first, levels = layout.first, layout.levels
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in spec.tensor_shapes()]
     out: list[np.ndarray] = []
