@@ -7,7 +7,9 @@ context's scale its maximum-likelihood one) under several models of the already-
 causal neighbours; the printed figure per model is its total against the first one's, mean
 over the files (docs/research/latent.md, "The predictor"). The grids were trained for the
 model their file codes with, so a model is judged here on grids not made for it: retraining
-decides (scripts/latent_runs.py).
+decides (scripts/latent_runs.py). A file whose grids the latents' network codes (format 8)
+also gets that row: its network's bits of the grids, its parameters included as the file
+codes them.
 """
 
 from __future__ import annotations
@@ -165,6 +167,23 @@ def grids_of(path: Path) -> list[Grid]:
     ]
 
 
+def own_network_bits(path: Path) -> float | None:
+    """Ideal bits of a file's grids under its own network, plus the network's parameters
+    under their header models; None when the file has none."""
+    from kancoin.format import arm, entropy
+    from kancoin.format.context import arm_params
+
+    header, qtensors = read_bytes(path.read_bytes())
+    net = arm_params(header, qtensors)
+    if net is None:
+        return None
+    a = header.spec.first_grid
+    bits = header.tensor_bits
+    side = sum(entropy.model_bits(qtensors[i], header.emodels[i], bits[i]) for i in range(a))
+    grids = grids_of(path)
+    return side + sum(arm.ideal_bits(q, bits[a + i], net) for i, q in enumerate(grids))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+", type=Path)
@@ -188,6 +207,9 @@ def main() -> None:
             parents.append(parent)
             for name, bits in models(q, parent).items():
                 totals[name] = totals.get(name, 0.0) + bits()
+        own = own_network_bits(path)
+        if own is not None:
+            totals["the file's own network (format 8), its parameters included"] = own
         if args.arm:
             for hidden in ((8,), (16, 16)):
                 shape = "-".join(map(str, hidden))

@@ -223,3 +223,27 @@ def test_network_file_decodes_alike_in_fresh_processes(encoded_arm, tmp_path) ->
         assert bytes.fromhex(got["pixels"]) == res.decoded.pixels.tobytes()
     ref = latent_reference_decode(res.data)
     assert np.abs(ref.astype(int) - res.decoded.pixels.astype(int)).max() <= 1
+
+
+def test_side_estimate_counts_the_network_as_the_file_codes_it() -> None:
+    """What the rate control counts besides the grids (the network and the synthesis) is
+    what they take in a written file: its size less the header and the grids' stream."""
+    from kancoin.codec.latent import _grids_stream, rounded, serialise, side_bytes
+    from kancoin.codec.latent_rate import ArmState
+    from kancoin.format.container import overhead_bytes
+    from kancoin.nets import build
+    from kancoin.nets.latent import LatentSpec
+
+    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
+    torch.manual_seed(0)
+    model = build(spec)
+    with torch.no_grad():
+        for i, y in enumerate(model.latents):
+            y.copy_(torch.from_numpy(_smooth_grid(*y.shape, seed=i).astype(np.float32)))
+    model.arm_state = ArmState(model)
+    model.arm_state.fit(model, 50)
+    data, header, qtensors = serialise((64, 96, 3), spec, model, rounded(model), 9)
+    side = len(data) - overhead_bytes(spec, 1) - len(_grids_stream(header, qtensors))
+    n_arm = sum(int(np.prod(s)) for _, s in arm.tensor_shapes(8))
+    assert side > (spec.n_synthesis - n_arm) * 0.5  # the synthesis and the network are in it
+    assert abs(side_bytes(spec, model, 9) - side) <= 0.02 * side + 8

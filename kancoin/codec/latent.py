@@ -7,9 +7,12 @@ loss = MSE(decoded pixels, image pixels) + λ · (bits of every latent) / (image
 - Quantization: uniform noise in (−½, ½) (optionally soft rounding around it, C3's) as a
   differentiable proxy of rounding, then the last ``hard`` fraction of the steps with hard
   rounding (straight-through gradients); the file stores the rounded latents of the last step.
-- Rate: the bits of the file's own context model (``format.context``), its parameters (the
-  predictor's weights, each context's scale) fitted to the rounded grids as the file fits
-  them; the encoder reports both this estimate and the coded size.
+- Rate: the bits of the file's own model of the latents: its autoregressive network
+  (``format.arm``), trained beside the grids on their rounded values (``ArmState``), whose
+  Laplaces the steps between its refreshes take as fixed; or format 7's context model
+  (``format.context``), its parameters (the predictor's weights, each context's scale) fitted
+  to the rounded grids as the file fits them. The encoder reports both this estimate and the
+  coded size.
 - Rate control in one encode: λ follows the estimated file size toward the budget during
   training; then the last bytes are fitted exactly: a dead zone on the rounding when over, finer
   synthesis weights when under. ``--lmbda`` fixes λ instead (one λ for a whole dataset).
