@@ -247,3 +247,26 @@ def test_side_estimate_counts_the_network_as_the_file_codes_it() -> None:
     n_arm = sum(int(np.prod(s)) for _, s in arm.tensor_shapes(8))
     assert side > (spec.n_synthesis - n_arm) * 0.5  # the synthesis and the network are in it
     assert abs(side_bytes(spec, model, 9) - side) <= 0.02 * side + 8
+
+
+def test_hostile_network_files_get_one_line_quickly() -> None:
+    """A header asking for the widest network over garbage decodes (to noise) or is refused
+    in one line, quickly; a network beside a context model is an inconsistent header."""
+    import time
+
+    from kancoin.codec.decode import decode_bytes
+    from kancoin.errors import KancoinError
+    from kancoin.nets.latent import LatentSpec
+
+    from .test_limits import _crafted, _refused_fast
+
+    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=arm.MAX_HIDDEN)
+    t0 = time.perf_counter()
+    try:
+        decode_bytes(_crafted(spec, 64, 96, 1, bytes(range(256)) * 8))
+    except KancoinError as e:
+        assert "\n" not in str(e)
+    assert time.perf_counter() - t0 < 5.0
+    bad = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
+    object.__setattr__(bad, "context", 4)  # what no encoder writes
+    _refused_fast(_crafted(bad, 64, 96, 1, b"\x12" * 8), "inconsistent header")
