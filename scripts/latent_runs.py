@@ -55,11 +55,14 @@ def main(argv: list[str]) -> None:
         d = res.as_dict()
         row = {
             "setting": text, "psnr": d["psnr"], "bpp": round(d["bpp"], 4),
-            "seconds": round(time.perf_counter() - t0, 1), "step_ms": d["step_ms"],
+            "seconds": round(time.perf_counter() - t0, 1), "steps": d["steps"],
+            "step_ms": d["step_ms"],
             "lmbda": d["lmbda"], "deadzone": d["deadzone"],
             "synthesis_bits": d["synthesis_bits"],
             "payload_bits_estimated": d["payload_bits_estimated"],
             "payload_bits_coded": 8 * d["payload_bytes"], "architecture": d["architecture"],
+            "latent_bits_training": d["latent_bits_training"],
+            "latent_bits_coded": d["latent_bits_coded"],
         }  # fmt: skip
         print(json.dumps(row), flush=True)
 

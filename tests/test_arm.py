@@ -270,3 +270,39 @@ def test_hostile_network_files_get_one_line_quickly() -> None:
     bad = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
     object.__setattr__(bad, "context", 4)  # what no encoder writes
     _refused_fast(_crafted(bad, 64, 96, 1, b"\x12" * 8), "inconsistent header")
+
+
+def test_final_network_fit_never_ends_above_its_start() -> None:
+    """The fit on every value (the file's network) keeps its best parameters: with a step so
+    large that Adam diverges, it ends where it started, not higher; the bits compared are
+    recomputed here from the network's Laplaces on the rounded grids."""
+    from kancoin.codec.latent_rate import ArmState, arm_inputs, arm_laplace, laplace_bits
+    from kancoin.nets import build
+    from kancoin.nets.latent import LatentSpec
+
+    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
+    torch.manual_seed(0)
+    model = build(spec)
+    with torch.no_grad():
+        for i, y in enumerate(model.latents):
+            y.copy_(torch.from_numpy(_smooth_grid(*y.shape, seed=i).astype(np.float32)))
+    state = ArmState(model)
+    state.fit(model, 30)
+
+    def bits() -> float:
+        qs = [torch.round(y.detach()) for y in model.latents]
+        x = torch.cat([arm_inputs(q) for q in qs])
+        v = torch.cat([q.reshape(-1) for q in qs])
+        with torch.no_grad():
+            mu, scale = arm_laplace(state.net(x))
+            return float(laplace_bits(v - mu, scale))
+
+    start = bits()
+    for g in state.opt.param_groups:
+        g["lr"] = 5.0  # far past any useful step: every Adam step makes it worse
+    state.fit(model, 20, batch=None)
+    assert bits() <= start * (1 + 1e-6)
+    # and the Laplaces the training reads next are the kept network's
+    qs = [torch.round(y.detach()) for y in model.latents]
+    kept = sum(float(laplace_bits(q - m, s)) for q, m, s in zip(qs, state.mu, state.scale))
+    assert abs(kept - bits()) <= 1e-3 * bits()

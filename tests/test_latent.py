@@ -479,6 +479,29 @@ def test_an_overfull_file_is_trimmed_by_the_dead_zone_to_the_budget() -> None:
     assert psnr(decode_bytes(res.data).pixels, crop(128, 128)) == pytest.approx(res.psnr)
 
 
+def test_a_file_far_over_is_brought_down_by_training_before_the_dead_zone() -> None:
+    """Over the budget by more than ``OVER`` after training, the encoder first trains a short
+    hard phase at a λ raised by the miss: the dead zone left to trim is narrower than the
+    one the same training needs without that phase, and the file still fits."""
+    from dataclasses import replace
+
+    from kancoin.codec.latent import encode_latent
+    from kancoin.codec.latent_recipe import LatentRecipe
+
+    opts = EncodeOptions(arch="latent", bpp=0.3, iters=150, batch_size=512, device="cpu",
+                         threads=1)  # fmt: skip
+    # λ held a little too low (no rate control in training): the grids end a few % over
+    recipe = LatentRecipe(batch=512, hard=0.1, lr=opts.resolved_lr, lmbda0=3e-4,
+                          control_until=0.0)  # fmt: skip
+    budget = int(0.3 * 128 * 128 // 8)
+    trimmed = encode_latent(crop(128, 128), opts, recipe=replace(recipe, refine=0.0))
+    trained = encode_latent(crop(128, 128), opts, recipe=recipe)
+    assert trimmed.steps == 150 and trained.steps > 150  # the phase ran
+    assert trained.extra["lmbda"] > 3e-4  # at a λ moved up by the miss
+    assert trained.extra["deadzone"] < trimmed.extra["deadzone"]
+    assert len(trained.data) <= budget
+
+
 @pytest.mark.parametrize(
     ("bpp", "step"),
     [(0.1, 2 / 3), (0.15, 2 / 3), (0.3, 2 / 3), (0.45, 2 / 3), (0.46, 0.3 / 0.46), (0.6, 0.5),

@@ -24,7 +24,11 @@ class LatentRecipe:
     lr_synthesis: float | None = None  # Adam, the synthesis; None: lr
     final_lr_frac: float = 0.05  # cosine decay to lr × this
     hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
-    hard_latents: bool = True  # False: the hard phase trains the synthesis alone
+    # False: the hard phase trains the synthesis alone, on the integers the noise phase
+    # left. Why: straight-through gradients there moved latents across halves and added
+    # bits after λ was frozen (kodim23 at 0.15 bpp: +8 %, a file over its budget trimmed by a
+    # dead zone of 0.49, 27.6 dB; fixed, 32.2 dB; docs/research/latent.md)
+    hard_latents: bool = False
     # soft rounding before the hard phase (C3): the synthesis sees s(s(y) + u), the rate
     # s(y) + u, s of temperature annealed from soft_t0 to soft_t1; 0: uniform noise alone
     soft_t0: float = 0.0
@@ -36,7 +40,8 @@ class LatentRecipe:
     control_gain: float = 0.3  # log λ += gain · log(estimated size / target)
     control_until: float = 0.95  # λ is frozen for the last 5 % of the steps
     target_frac: float = 1.0  # of the budget, aimed at during training (the dead zone trims)
-    refine: float = 0.1  # × steps of hard rounding at a lower λ, if a file lands under 97 %
+    refine: float = 0.1  # × steps of hard rounding at a moved λ, if a file lands under 97 %
+    # or over 102 % of the budget (``codec.latent.OVER``)
     # the grids start from a Laplacian pyramid of the image's grey levels × this (0: zeros)
     init_gain: float = INIT_GAIN
     full_last: int = 0  # the last steps see every pixel instead of ``batch`` drawn ones

@@ -110,6 +110,9 @@ def _run_one(
             "steps": r.steps, "iters": s.options.iters, "device": r.device,
             "threads": r.threads, "seed": s.options.seed, "spec": r.spec.as_dict(),
             "options": s.key()["options"],
+            # the family's own figures (the latent encoder's λ, dead zone, estimated and coded
+            # bits): where a file's rate control went, read from the row alone
+            "encoder": dict(r.extra),
         }  # fmt: skip
         return row, r.data, r.decoded.pixels, "kc"
     from kancoin.eval.baselines import DESCRIPTION, EXT, compress
