@@ -23,7 +23,7 @@ class LatentRecipe:
     lr: float = 3e-2  # Adam, latents (and synthesis unless lr_synthesis)
     lr_synthesis: float | None = None  # Adam, the synthesis; None: lr
     final_lr_frac: float = 0.05  # cosine decay to lr × this
-    hard: float = 0.2  # fraction of the steps with hard rounding (straight-through)
+    hard: float = 0.2  # fraction of the steps with rounded latents (the last ones)
     # False: the hard phase trains the synthesis alone, on the integers the noise phase
     # left. Why: straight-through gradients there moved latents across halves and added
     # bits after λ was frozen (kodim23 at 0.15 bpp: +8 %, a file over its budget trimmed by a

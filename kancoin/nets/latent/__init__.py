@@ -220,7 +220,8 @@ class LatentFamily(NetFamily):
         Why: straight-through gradients drift the latents over a long hard phase. At 10,000
         steps 300 hard steps instead of 1,000 give +0.8 dB on kodim05 and +1.1 dB on kodim23;
         at 3,000 steps 90 instead of 300 help two tuning images and cost two others up to
-        0.8 dB, and at 1,500 steps 300 cost 0.5 dB (docs/research/latent.md)."""
+        0.8 dB, and at 1,500 steps 300 cost 0.5 dB (docs/research/latent.md; measured when
+        the phase still trained the latents, which it now holds at their integers)."""
         return min(0.1, MAX_HARD_STEPS / max(1, iters))
 
     # -- the file ---------------------------------------------------------------------------
