@@ -225,21 +225,28 @@ def test_network_file_decodes_alike_in_fresh_processes(encoded_arm, tmp_path) ->
     assert np.abs(ref.astype(int) - res.decoded.pixels.astype(int)).max() <= 1
 
 
+def _smooth_model(arm_hidden: int = 8):
+    """(spec, model) of a 64×96 image's latent family with the network, its grids smooth."""
+    from kancoin.nets import build
+    from kancoin.nets.latent import LatentSpec
+
+    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=arm_hidden)
+    torch.manual_seed(0)
+    model = build(spec)
+    with torch.no_grad():
+        for i, y in enumerate(model.latents):
+            y.copy_(torch.from_numpy(_smooth_grid(*y.shape, seed=i).astype(np.float32)))
+    return spec, model
+
+
 def test_side_estimate_counts_the_network_as_the_file_codes_it() -> None:
     """What the rate control counts besides the grids (the network and the synthesis) is
     what they take in a written file: its size less the header and the grids' stream."""
     from kancoin.codec.latent import _grids_stream, rounded, serialise, side_bytes
     from kancoin.codec.latent_rate import ArmState
     from kancoin.format.container import overhead_bytes
-    from kancoin.nets import build
-    from kancoin.nets.latent import LatentSpec
 
-    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
-    torch.manual_seed(0)
-    model = build(spec)
-    with torch.no_grad():
-        for i, y in enumerate(model.latents):
-            y.copy_(torch.from_numpy(_smooth_grid(*y.shape, seed=i).astype(np.float32)))
+    spec, model = _smooth_model()
     model.arm_state = ArmState(model)
     model.arm_state.fit(model, 50)
     data, header, qtensors = serialise((64, 96, 3), spec, model, rounded(model), 9)
@@ -277,15 +284,8 @@ def test_final_network_fit_never_ends_above_its_start() -> None:
     large that Adam diverges, it ends where it started, not higher; the bits compared are
     recomputed here from the network's Laplaces on the rounded grids."""
     from kancoin.codec.latent_rate import ArmState, arm_inputs, arm_laplace, laplace_bits
-    from kancoin.nets import build
-    from kancoin.nets.latent import LatentSpec
 
-    spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
-    torch.manual_seed(0)
-    model = build(spec)
-    with torch.no_grad():
-        for i, y in enumerate(model.latents):
-            y.copy_(torch.from_numpy(_smooth_grid(*y.shape, seed=i).astype(np.float32)))
+    _, model = _smooth_model()
     state = ArmState(model)
     state.fit(model, 30)
 
