@@ -54,8 +54,9 @@ from kancoin.nets.base import budget_bytes
 CONTEXT_BITS = 10  # of the stored context scales
 FLOOR = 0.97  # of the budget: rate control lands between this and the budget
 # of the budget: a file further over is brought down by training (a short hard phase at a
-# higher λ) before a dead zone trims the rest; a dead zone alone that wide costs dB
-# (kodim23 at 0.15 bpp: 8 % over, dead zone 0.48, 27.5 dB where the trained grids gave 32)
+# higher λ) before a dead zone trims the rest; a dead zone that wide costs dB (kodim23 at
+# 0.15 bpp, when the hard phase still added bits: 8 % over, a dead zone of 0.49, 27.6 dB;
+# trained down, 30.3 dB; docs/research/latent.md)
 OVER = 1.02
 
 

@@ -232,9 +232,9 @@ class ArmState:
         keeping the parameters with the fewest bits, those it starts from included), then the
         Laplaces of every latent for the steps that follow.
 
-        Why keep the best on every value: that fit makes the file's network, and Adam there
-        can end above where it started (kodim23 at 0.15 bpp: the file 8 % over the size the
-        rate control trained for, trimmed by a wide dead zone, about 3 dB lost)."""
+        Why keep the best on every value: that fit makes the file's network, and the rate
+        control trained for the bits of the network it starts from; Adam's last step is not
+        bound to be its best, so the file never gets a network worse than that start."""
         x, v = self._data(model)
         best, best_state = math.inf, None
         for _ in range(steps):
