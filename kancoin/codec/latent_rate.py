@@ -245,19 +245,17 @@ class ArmState:
                 xb, vb = x, v
             mu, scale = arm_laplace(self.net(xb))
             loss = laplace_bits(vb - mu, scale) / len(vb)
-            if batch is None and float(loss.detach()) < best:  # these parameters' exact bits
-                best = float(loss.detach())
-                best_state = {k: t.clone() for k, t in self.net.state_dict().items()}
+            # on every value the loss is these parameters' exact bits: keep the fewest
+            if batch is None and (bits := float(loss.detach())) < best:
+                best, best_state = bits, {k: t.clone() for k, t in self.net.state_dict().items()}
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-        if best_state is not None:
-            with torch.no_grad():
-                mu, scale = arm_laplace(self.net(x))
-                if float(laplace_bits(v - mu, scale)) / len(v) > best:
-                    self.net.load_state_dict(best_state)
         with torch.no_grad():
             mu, scale = arm_laplace(self.net(x))
+            if best_state is not None and float(laplace_bits(v - mu, scale)) / len(v) > best:
+                self.net.load_state_dict(best_state)  # the last step was not the best
+                mu, scale = arm_laplace(self.net(x))
         self.mu, self.scale, at = [], [], 0
         for y in model.latents:
             n = y.numel()
