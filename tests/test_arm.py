@@ -145,6 +145,52 @@ def test_fused_rate_is_the_torch_rate() -> None:
     np.testing.assert_allclose(g_fused.numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_fused_rate_gradient_in_log_scale_is_autograds() -> None:
+    """The kernel's gradient w.r.t. log scale is torch autograd's of ``laplace_bits``."""
+    from kancoin.codec.latent_rate import laplace_bits
+    from kancoin.nets.latent import kernels_train
+
+    gen = torch.Generator().manual_seed(1)
+    r = torch.randn(4000, generator=gen) * 3
+    log_scale = (torch.rand(4000, generator=gen) * 4 - 2.5).requires_grad_(True)
+    g_r = np.empty(4000, np.float32)
+    g_ls = np.empty(4000, np.float32)
+    scale = torch.exp(log_scale.detach())
+    kernels_train.laplace_rate(r.numpy(), scale.numpy(), g_r, g_ls)
+    (ref,) = torch.autograd.grad(laplace_bits(r.double(), torch.exp(log_scale.double())), log_scale)
+    np.testing.assert_allclose(g_ls, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_rate_reaches_latents_as_neighbours_as_through_the_network(fused: bool) -> None:
+    """At the integers the network was refreshed on, the rate's gradient through its Jacobians
+    (``ArmState(through_neighbours=True)``) is autograd's through the network itself; without
+    them, only the value's own part (it differs)."""
+    from types import SimpleNamespace
+
+    from kancoin.codec.latent_rate import ArmState, arm_inputs, arm_laplace, laplace_bits
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    grids = [torch.round(torch.randn(s, generator=gen) * 3) for s in ((20, 30), (10, 15))]
+    model = SimpleNamespace(latents=grids, spec=SimpleNamespace(arm=8))
+    state = ArmState(model, through_neighbours=True)
+    state.fit(model, 30)
+    plain = ArmState(model)
+    plain.net.load_state_dict(state.net.state_dict())
+    plain.fit(model, 0)
+    for lv, q in enumerate(grids):
+        y = q.clone().requires_grad_(True)
+        mu, scale = arm_laplace(state.net(arm_inputs(y)))
+        (ref,) = torch.autograd.grad(laplace_bits(y.reshape(-1) - mu, scale), y)
+        y = q.clone().requires_grad_(True)
+        (got,) = torch.autograd.grad(state.bits(lv, y, fused), y)
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-4)
+        y = q.clone().requires_grad_(True)
+        (own,) = torch.autograd.grad(plain.bits(lv, y, fused), y)
+        assert float((own - ref).abs().max()) > 0.05
+
+
 def test_spec_needs_no_other_context_model() -> None:
     from kancoin.nets.latent import LatentSpec
 

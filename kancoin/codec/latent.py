@@ -133,7 +133,7 @@ def train(
     weights = None
     arm_state = getattr(model, "arm_state", None)
     if spec.arm and arm_state is None:  # the network starts from the initial grids
-        model.arm_state = arm_state = ArmState(model)
+        model.arm_state = arm_state = ArmState(model, recipe.arm_neighbours)
         arm_state.fit(model, recipe.arm_first)
     for step in range(iters):
         if spec.predictor and step % recipe.control_every == 0:  # the file's fit, kept a while

@@ -197,7 +197,8 @@ class _LaplaceRate(torch.autograd.Function):
     def forward(ctx, r, scale):
         rr = r.detach().contiguous().reshape(-1).numpy()
         grad = np.empty(rr.shape, np.float32)
-        bits = kernels_train.laplace_rate(rr, scale.contiguous().reshape(-1).numpy(), grad)
+        sc = scale.contiguous().reshape(-1).numpy()
+        bits = kernels_train.laplace_rate(rr, sc, grad, _NO_GRAD)
         ctx.save_for_backward(torch.from_numpy(grad).reshape(r.shape))
         return torch.tensor(bits, dtype=torch.float32)
 
@@ -207,17 +208,55 @@ class _LaplaceRate(torch.autograd.Function):
         return g * grad, None
 
 
+_NO_GRAD = np.empty(0, np.float32)
+_ARM_TAPS = np.array(arm.NEIGHBOURS, np.int64)
+
+
+class _ArmRate(torch.autograd.Function):
+    """Bits of a grid's proxy under the last refresh's Laplaces (μ, scale), their gradient
+    w.r.t. the proxy both as the value coded and, through the network's Jacobians at the
+    refresh (``jmu``, ``jls``: (H, W, TAPS), d μ and d log scale per input), as the neighbour
+    the network reads; numba kernel for the bits, CPU float32."""
+
+    @staticmethod
+    def forward(ctx, yq, mu, scale, jmu, jls):
+        r = (yq - mu).detach().contiguous().reshape(-1).numpy()
+        g_r = np.empty(r.shape, np.float32)
+        g_ls = np.empty(r.shape, np.float32)
+        sc = scale.contiguous().reshape(-1).numpy()
+        bits = kernels_train.laplace_rate(r, sc, g_r, g_ls)
+        g_r_t = torch.from_numpy(g_r).reshape(yq.shape)
+        g_ls_t = torch.from_numpy(g_ls).reshape(yq.shape)
+        ctx.save_for_backward(g_r_t, g_ls_t, jmu, jls)
+        return torch.tensor(bits, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        g_r, g_ls, jmu, jls = ctx.saved_tensors
+        # r = q − μ(neighbours): a neighbour moves μ by jmu, the bits by −g_r · jmu
+        via = np.empty(tuple(g_r.shape), np.float32)
+        kernels_train.neighbour_grad(g_r.numpy(), g_ls.numpy(), jmu.contiguous().numpy(),
+                                     jls.contiguous().numpy(), _ARM_TAPS, via)  # fmt: skip
+        return g * (g_r + torch.from_numpy(via)), None, None, None, None
+
+
 class ArmState:
     """The network the encoder trains beside the grids, and the Laplace (μ, scale) of every
     latent it gave at its last refresh: the rate of the steps in between, without gradient
     through the network (the model the file fits, as the context scales are)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, through_neighbours: bool = False) -> None:
         dev = model.latents[0].device
         self.net = ArmNet(model.spec.arm).to(dev)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=ARM_LR)
         self.mu: list[torch.Tensor] = []
         self.scale: list[torch.Tensor] = []
+        # the rate's gradient also reaches a latent as a neighbour the network reads (through
+        # the network's Jacobians at the last refresh: (H, W, TAPS) per grid, d μ and d log
+        # scale per input)
+        self.through_neighbours = through_neighbours
+        self.jmu: list[torch.Tensor] = []
+        self.jls: list[torch.Tensor] = []
         self.gen = torch.Generator().manual_seed(1)
 
     def _data(self, model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,19 +295,46 @@ class ArmState:
             if best_state is not None and float(laplace_bits(v - mu, scale)) / len(v) > best:
                 self.net.load_state_dict(best_state)  # the last step was not the best
                 mu, scale = arm_laplace(self.net(x))
-        self.mu, self.scale, at = [], [], 0
+        jmu = jls = None
+        if self.through_neighbours:
+            jmu, jls = self._jacobians(x)
+        self.mu, self.scale, self.jmu, self.jls, at = [], [], [], [], 0
         for y in model.latents:
             n = y.numel()
             self.mu.append(mu[at : at + n].reshape(y.shape))
             self.scale.append(scale[at : at + n].reshape(y.shape))
+            if jmu is not None:
+                self.jmu.append(jmu[at : at + n].reshape(*y.shape, arm.TAPS))
+                self.jls.append(jls[at : at + n].reshape(*y.shape, arm.TAPS))
             at += n
+
+    def _jacobians(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """d μ / d x and d log scale / d x (N, TAPS) of the network at inputs x (N, TAPS):
+        each row's outputs depend on that row alone, so one backward of their sum gives them."""
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            mu, scale = arm_laplace(self.net(xg))
+            jmu, jls = (torch.autograd.grad(v.sum(), xg, retain_graph=not i)[0]
+                        for i, v in enumerate((mu, torch.log(scale))))  # fmt: skip
+        return jmu.detach(), jls.detach()
 
     def bits(self, lv: int, yq: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
         """Bits of grid ``lv``'s training proxy under the last refresh's Laplaces; ``fused``
         (default: on CPU float32) by the numba kernel, else torch ops."""
-        r = yq - self.mu[lv]
         if fused is None:
-            fused = r.device.type == "cpu" and r.dtype == torch.float32
+            fused = yq.device.type == "cpu" and yq.dtype == torch.float32
+        if self.through_neighbours:
+            jmu, jls = self.jmu[lv], self.jls[lv]
+            if fused:
+                return _ArmRate.apply(yq, self.mu[lv], self.scale[lv], jmu, jls)
+            # the same by autograd: μ and log scale move with the inputs, by the Jacobians,
+            # from the values they were refreshed at (their values here are the refresh's)
+            x = arm_inputs(yq).reshape(*yq.shape, arm.TAPS)
+            dx = x - x.detach()
+            mu = self.mu[lv] + (dx * jmu).sum(-1)
+            scale = self.scale[lv] * torch.exp((dx * jls).sum(-1))
+            return laplace_bits(yq - mu, scale)
+        r = yq - self.mu[lv]
         if fused:
             return _LaplaceRate.apply(r, self.scale[lv])
         return laplace_bits(r, self.scale[lv])

@@ -47,6 +47,9 @@ class LatentRecipe:
     full_last: int = 0  # the last steps see every pixel instead of ``batch`` drawn ones
     # the latents' network (``arm`` ≥ 1): Adam steps on the rounded grids, first, every
     # ``arm_every`` steps and (on every value) at the end, when the file's network is taken
+    # the rate's gradient reaches a latent also as a neighbour the network reads (through its
+    # Jacobians at each refresh), not only as the value it codes
+    arm_neighbours: bool = False
     arm_first: int = 100
     arm_every: int = 50
     arm_steps: int = 5

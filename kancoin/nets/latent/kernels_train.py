@@ -173,12 +173,13 @@ def grid_rate(y, yq, k, weights, neighbours, min_scale, grad):
 
 
 @njit(cache=True, nogil=True)
-def laplace_rate(r, scale, grad):
+def laplace_rate(r, scale, grad, grad_log_scale):
     """Bits of residuals ``r`` (flat float32, the training proxy less each value's μ) under
     zero-mean Laplaces of per-value ``scale`` (flat float32) on unit bins, and their gradient
-    w.r.t. r (into ``grad``): ``grid_rate``'s bin masses with a scale per value (the latents'
-    network's, taken without gradient)."""
+    w.r.t. r (into ``grad``) and w.r.t. log scale (into ``grad_log_scale``, unless it is
+    empty): ``grid_rate``'s bin masses with a scale per value (the latents' network's)."""
     log_min = np.log(_P_MIN)
+    want_ls = grad_log_scale.shape[0] > 0
     bits = 0.0
     for n in range(r.shape[0]):
         x = np.float64(r[n])
@@ -189,9 +190,14 @@ def laplace_rate(r, scale, grad):
             if logp < log_min:
                 bits -= log_min * _INV_LN2
                 grad[n] = 0.0
+                if want_ls:
+                    grad_log_scale[n] = 0.0
             else:
                 bits -= logp * _INV_LN2
                 grad[n] = (ib if x > 0 else -ib) * _INV_LN2
+                if want_ls:  # d logp / d ib, times d ib / d log scale = −ib
+                    e = np.exp(-ib)
+                    grad_log_scale[n] = (e / (1.0 - e) - (a - 0.5)) * ib * _INV_LN2
         else:
             e_hi = np.exp(-(0.5 + x) * ib)
             e_lo = np.exp(-(0.5 - x) * ib)
@@ -199,7 +205,31 @@ def laplace_rate(r, scale, grad):
             if p < _P_MIN:
                 bits -= log_min * _INV_LN2
                 grad[n] = 0.0
+                if want_ls:
+                    grad_log_scale[n] = 0.0
             else:
                 bits -= np.log(p) * _INV_LN2
                 grad[n] = -(e_hi - e_lo) * 0.5 * ib / p * _INV_LN2
+                if want_ls:
+                    dp = 0.5 * ((0.5 - x) * e_lo + (0.5 + x) * e_hi)  # d p / d ib
+                    grad_log_scale[n] = dp * ib / p * _INV_LN2
     return bits
+
+
+@njit(cache=True, nogil=True)
+def neighbour_grad(g_r, g_ls, jmu, jls, taps, out):
+    """The rate's gradient reaching each value of a grid as a neighbour the network reads:
+    out[r − dr, c − dc] += g_ls[r, c] · jls[r, c, t] − g_r[r, c] · jmu[r, c, t] for every
+    tap t = (dr, dc) of ``taps`` (T, 2) inside the grid. g_r, g_ls, out (H, W); jmu, jls
+    (H, W, T) float32."""
+    h, w = g_r.shape
+    out[:, :] = 0.0
+    for r in range(h):
+        for c in range(w):
+            a = g_r[r, c]
+            b = g_ls[r, c]
+            for t in range(taps.shape[0]):
+                rr = r - taps[t, 0]
+                cc = c - taps[t, 1]
+                if 0 <= rr < h and 0 <= cc < w:
+                    out[rr, cc] += b * jls[r, c, t] - a * jmu[r, c, t]
