@@ -191,6 +191,31 @@ def test_rate_reaches_latents_as_neighbours_as_through_the_network(fused: bool) 
         assert float((own - ref).abs().max()) > 0.05
 
 
+def test_rate_through_neighbours_fused_is_autograds_away_from_the_refresh() -> None:
+    """Between refreshes (noisy proxies, some far from the integers), the numba kernels' bits
+    and gradient are the torch ops' (autograd of the first-order Laplaces)."""
+    from types import SimpleNamespace
+
+    from kancoin.codec.latent_rate import ArmState
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    grids = [torch.round(torch.randn(s, generator=gen) * 4) for s in ((24, 33), (12, 17))]
+    model = SimpleNamespace(latents=grids, spec=SimpleNamespace(arm=8))
+    state = ArmState(model, through_neighbours=True)
+    state.fit(model, 40)
+    for lv, q in enumerate(grids):
+        yq = q + torch.rand(q.shape, generator=gen) - 0.5
+        yq[::3] += torch.randn(yq[::3].shape, generator=gen) * 3
+        got, ref = [], []
+        for fused, out in ((True, got), (False, ref)):
+            y = yq.clone().requires_grad_(True)
+            bits = state.bits(lv, y, fused)
+            out += [float(bits.detach()), torch.autograd.grad(bits, y)[0]]
+        assert got[0] == pytest.approx(ref[0], rel=1e-4)
+        np.testing.assert_allclose(got[1].numpy(), ref[1].numpy(), rtol=1e-3, atol=1e-4)
+
+
 def test_spec_needs_no_other_context_model() -> None:
     from kancoin.nets.latent import LatentSpec
 

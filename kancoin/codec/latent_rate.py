@@ -213,20 +213,27 @@ _ARM_TAPS = np.array(arm.NEIGHBOURS, np.int64)
 
 
 class _ArmRate(torch.autograd.Function):
-    """Bits of a grid's proxy under the last refresh's Laplaces (μ, scale), their gradient
-    w.r.t. the proxy both as the value coded and, through the network's Jacobians at the
-    refresh (``jmu``, ``jls``: (H, W, TAPS), d μ and d log scale per input), as the neighbour
-    the network reads; numba kernel for the bits, CPU float32."""
+    """Bits of a grid's proxy yq under the network's Laplaces moved from the last refresh (μ0,
+    log scale ls0, at the integers q0) by its Jacobians ``jmu``, ``jls`` (H, W, TAPS) as the
+    neighbours moved from q0 (``kernels_train.neighbour_shift``); the gradient reaches yq
+    both as the value coded and as the neighbour read. Numba kernels, CPU float32."""
 
     @staticmethod
-    def forward(ctx, yq, mu, scale, jmu, jls):
-        r = (yq - mu).detach().contiguous().reshape(-1).numpy()
+    def forward(ctx, yq, q0, mu0, ls0, jmu, jls, lo, hi):
+        d = (yq - q0).detach().contiguous().numpy()
+        dmu = np.empty(d.shape, np.float32)
+        dls = np.empty(d.shape, np.float32)
+        kernels_train.neighbour_shift(d, jmu.numpy(), jls.numpy(), _ARM_TAPS, lo.numpy(),
+                                      hi.numpy(), dmu, dls)  # fmt: skip
+        r = (yq.detach() - mu0 - torch.from_numpy(dmu)).contiguous().reshape(-1).numpy()
+        scale = torch.exp(ls0 + torch.from_numpy(dls)).contiguous().reshape(-1).numpy()
         g_r = np.empty(r.shape, np.float32)
         g_ls = np.empty(r.shape, np.float32)
-        sc = scale.contiguous().reshape(-1).numpy()
-        bits = kernels_train.laplace_rate(r, sc, g_r, g_ls)
+        bits = kernels_train.laplace_rate(r, scale, g_r, g_ls)
         g_r_t = torch.from_numpy(g_r).reshape(yq.shape)
-        g_ls_t = torch.from_numpy(g_ls).reshape(yq.shape)
+        # a log scale held at the end of the network's range does not move
+        dls_t = torch.from_numpy(dls)
+        g_ls_t = torch.from_numpy(g_ls).reshape(yq.shape) * ((dls_t > lo) & (dls_t < hi))
         ctx.save_for_backward(g_r_t, g_ls_t, jmu, jls)
         return torch.tensor(bits, dtype=torch.float32)
 
@@ -235,15 +242,18 @@ class _ArmRate(torch.autograd.Function):
         g_r, g_ls, jmu, jls = ctx.saved_tensors
         # r = q − μ(neighbours): a neighbour moves μ by jmu, the bits by −g_r · jmu
         via = np.empty(tuple(g_r.shape), np.float32)
-        kernels_train.neighbour_grad(g_r.numpy(), g_ls.numpy(), jmu.contiguous().numpy(),
-                                     jls.contiguous().numpy(), _ARM_TAPS, via)  # fmt: skip
-        return g * (g_r + torch.from_numpy(via)), None, None, None, None
+        kernels_train.neighbour_grad(g_r.numpy(), g_ls.contiguous().numpy(), jmu.numpy(),
+                                     jls.numpy(), _ARM_TAPS, via)  # fmt: skip
+        return g * (g_r + torch.from_numpy(via)), None, None, None, None, None, None, None
 
 
 class ArmState:
     """The network the encoder trains beside the grids, and the Laplace (μ, scale) of every
-    latent it gave at its last refresh: the rate of the steps in between, without gradient
-    through the network (the model the file fits, as the context scales are)."""
+    latent it gave at its last refresh: the rate of the steps in between. Without
+    ``through_neighbours`` these stay fixed (a latent's rate has no gradient through its part
+    in its neighbours' predictions); with it they follow the neighbours to first order, by the
+    network's Jacobians at the refresh (a full forward and backward of the network every step
+    would cost about three training steps)."""
 
     def __init__(self, model, through_neighbours: bool = False) -> None:
         dev = model.latents[0].device
@@ -251,12 +261,12 @@ class ArmState:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=ARM_LR)
         self.mu: list[torch.Tensor] = []
         self.scale: list[torch.Tensor] = []
-        # the rate's gradient also reaches a latent as a neighbour the network reads (through
-        # the network's Jacobians at the last refresh: (H, W, TAPS) per grid, d μ and d log
-        # scale per input)
+        # the network's Laplaces follow the neighbours between refreshes, to first order (its
+        # Jacobians: per grid the refresh's integers q0 (H, W), log scales, d μ and d log
+        # scale per input (H, W, TAPS), and the log scale's room to its range): so the rate's
+        # gradient also reaches a latent as a neighbour the network reads
         self.through_neighbours = through_neighbours
-        self.jmu: list[torch.Tensor] = []
-        self.jls: list[torch.Tensor] = []
+        self.refresh: list[tuple[torch.Tensor, ...]] = []
         self.gen = torch.Generator().manual_seed(1)
 
     def _data(self, model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,14 +308,18 @@ class ArmState:
         jmu = jls = None
         if self.through_neighbours:
             jmu, jls = self._jacobians(x)
-        self.mu, self.scale, self.jmu, self.jls, at = [], [], [], [], 0
-        for y in model.latents:
-            n = y.numel()
-            self.mu.append(mu[at : at + n].reshape(y.shape))
-            self.scale.append(scale[at : at + n].reshape(y.shape))
+        self.mu, self.scale, self.refresh, at = [], [], [], 0
+        lo, hi = arm.LOG_SCALE_RANGE
+        for q in (torch.round(y.detach()) for y in model.latents):
+            n, shape = q.numel(), q.shape
+            self.mu.append(mu[at : at + n].reshape(shape))
+            self.scale.append(scale[at : at + n].reshape(shape))
             if jmu is not None:
-                self.jmu.append(jmu[at : at + n].reshape(*y.shape, arm.TAPS))
-                self.jls.append(jls[at : at + n].reshape(*y.shape, arm.TAPS))
+                ls = torch.log(self.scale[-1])
+                self.refresh.append((
+                    q, ls, jmu[at : at + n].reshape(*shape, arm.TAPS).contiguous(),
+                    jls[at : at + n].reshape(*shape, arm.TAPS).contiguous(), lo - ls, hi - ls,
+                ))  # fmt: skip
             at += n
 
     def _jacobians(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,21 +333,22 @@ class ArmState:
         return jmu.detach(), jls.detach()
 
     def bits(self, lv: int, yq: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
-        """Bits of grid ``lv``'s training proxy under the last refresh's Laplaces; ``fused``
-        (default: on CPU float32) by the numba kernel, else torch ops."""
+        """Bits of grid ``lv``'s training proxy under the last refresh's Laplaces (moved by
+        the neighbours if ``through_neighbours``); ``fused`` (default: on CPU float32) by the
+        numba kernels, else torch ops."""
         if fused is None:
             fused = yq.device.type == "cpu" and yq.dtype == torch.float32
         if self.through_neighbours:
-            jmu, jls = self.jmu[lv], self.jls[lv]
+            q0, ls0, jmu, jls, lo, hi = self.refresh[lv]
             if fused:
-                return _ArmRate.apply(yq, self.mu[lv], self.scale[lv], jmu, jls)
-            # the same by autograd: μ and log scale move with the inputs, by the Jacobians,
-            # from the values they were refreshed at (their values here are the refresh's)
-            x = arm_inputs(yq).reshape(*yq.shape, arm.TAPS)
-            dx = x - x.detach()
+                return _ArmRate.apply(yq, q0, self.mu[lv], ls0, jmu, jls, lo, hi)
+            # the same by autograd: μ and log scale moved by the Jacobians from the refresh
+            dx = arm_inputs(yq - q0).reshape(*yq.shape, arm.TAPS)
             mu = self.mu[lv] + (dx * jmu).sum(-1)
-            scale = self.scale[lv] * torch.exp((dx * jls).sum(-1))
-            return laplace_bits(yq - mu, scale)
+            dls = (dx * jls).sum(-1)
+            inside = (dls > lo) & (dls < hi)  # held at the range's ends, it does not move
+            ls = ls0 + torch.where(inside, dls, torch.minimum(torch.maximum(dls, lo), hi).detach())
+            return laplace_bits(yq - mu, torch.exp(ls))
         r = yq - self.mu[lv]
         if fused:
             return _LaplaceRate.apply(r, self.scale[lv])

@@ -233,3 +233,24 @@ def neighbour_grad(g_r, g_ls, jmu, jls, taps, out):
                 cc = c - taps[t, 1]
                 if 0 <= rr < h and 0 <= cc < w:
                     out[rr, cc] += b * jls[r, c, t] - a * jmu[r, c, t]
+
+
+@njit(cache=True, nogil=True)
+def neighbour_shift(d, jmu, jls, taps, lo, hi, dmu, dls):
+    """The network's (μ, log scale) moved from a refresh by its Jacobians: dmu[r, c] = Σ_t
+    jmu[r, c, t] · d[r − dr, c − dc] over taps t = (dr, dc) of ``taps`` inside the grid, dls
+    likewise with jls, then clipped so that log scale + dls stays in [lo, hi] (lo, hi (H, W):
+    the range less the refresh's log scale). d, dmu, dls (H, W); jmu, jls (H, W, T) float32."""
+    h, w = d.shape
+    for r in range(h):
+        for c in range(w):
+            m = 0.0
+            s = 0.0
+            for t in range(taps.shape[0]):
+                rr = r - taps[t, 0]
+                cc = c - taps[t, 1]
+                if 0 <= rr < h and 0 <= cc < w:
+                    m += jmu[r, c, t] * d[rr, cc]
+                    s += jls[r, c, t] * d[rr, cc]
+            dmu[r, c] = m
+            dls[r, c] = min(max(s, lo[r, c]), hi[r, c])
