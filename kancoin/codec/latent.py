@@ -210,6 +210,7 @@ def train(
                 fixed_bytes = side(model)
             ratio = (estimated_latent_bits(model) / 8 + fixed_bytes) / target_bytes
             lam *= math.exp(max(-0.7, min(0.7, recipe.control_gain * math.log(ratio))))
+            lam = max(lam, recipe.lmbda_min)
         if progress is not None and (step % 10 == 0 or step == iters - 1):
             # the minibatch's PSNR (read only here: on CUDA a read waits for the step)
             progress(step + 1, iters, psnr_from_mse(float(mse.detach()) * 255.0**2))

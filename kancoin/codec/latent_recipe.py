@@ -39,6 +39,11 @@ class LatentRecipe:
     side_every: int = 100  # steps between measurements of the tensors besides the grids
     control_gain: float = 0.3  # log λ += gain · log(estimated size / target)
     control_until: float = 0.95  # λ is frozen for the last 5 % of the steps
+    # λ's floor under the control. Why: where the grids cannot spend the budget (kodim23 at
+    # 0.6 bpp) the control would lower λ without end (to 6e-10), the grids then grew past
+    # the budget faster than λ could climb back before the hard phase held them, and a dead
+    # zone trimmed the file (32.65 dB against 34.90; docs/research/latent.md)
+    lmbda_min: float = 1e-5
     target_frac: float = 1.0  # of the budget, aimed at during training (the dead zone trims)
     refine: float = 0.1  # × steps of hard rounding at a moved λ, if a file lands under 97 %
     # or over 102 % of the budget (``codec.latent.OVER``)
@@ -56,7 +61,7 @@ class LatentRecipe:
     arm_final: int = 200
 
 
-STEP_BPP = 0.3  # above it training aims under the budget; past RICH_BPP the step is it / bpp
+STEP_BPP = 0.3  # past RICH_BPP the step is it / bpp
 LOW_STEP = 2 / 3  # the latent step up to RICH_BPP
 RICH_BPP = 0.45  # above it the step is 0.3 / bpp (continuous: 0.3 / 0.45 = 2/3)
 
@@ -78,29 +83,24 @@ def latent_step(bpp: float | None) -> float:
     return STEP_BPP / bpp
 
 
-TARGET_FRAC = 0.99  # of the budget, aimed at in training up to STEP_BPP
-RICH_TARGET_FRAC = 0.93  # of the budget, aimed at in training above STEP_BPP
+TARGET_FRAC = 0.99  # of the budget, aimed at in training
 
 
 def latent_target_frac(bpp: float | None) -> float:
-    """The share of the budget training aims at for a target of ``bpp``: 99 % up to 0.3 bpp,
-    then 93 %.
+    """The share of the budget training aims at for a target of ``bpp``: 99 % (1 with a
+    fixed λ).
 
-    Why 99 %: a file that ends training over its budget is trimmed by a dead zone, which
-    zeroes values the synthesis relies on. Aimed at all of it, a 6,000-step kodim06 needed a
-    dead zone of 0.13 and gave 25.70 dB; aimed at 99 %, 0.003 and 26.44 dB.
+    Why not all of it: a file that ends training over its budget is trimmed by a dead zone,
+    which zeroes values the synthesis relies on. Aimed at all of it, a 6,000-step kodim06
+    needed a dead zone of 0.13 and gave 25.70 dB; aimed at 99 %, 0.003 and 26.44 dB (with the
+    latents held in the hard phase, aiming at all of it no longer fills files more:
+    docs/research/latent.md).
 
-    Why 93 % above: at rich targets the λ control lowers λ while the training-time estimate
-    stays under the target, and the hard-rounded file then comes out over it; the dead zone
-    that trims it back (0.30–0.38 of a step) zeroes values the synthesis relies on. On
-    kodim06 at 0.6 bpp, aiming at 93 % gives 26.61 dB at 0.582 bpp where aiming at all of it
-    gives 23.70 dB at 0.598 bpp; on the four tuning images the two are level (measured before
-    the rate control counted the synthesis's real size, docs/research/latent.md)."""
-    if not bpp:
-        return 1.0
-    if bpp <= STEP_BPP:
-        return TARGET_FRAC
-    return RICH_TARGET_FRAC
+    Why the same at every rate: rich targets aimed at 93 % while the straight-through hard
+    phase added bits after λ froze; with the latents held, 93 % leaves a file under 97 % and
+    three refining phases (kodim06 at 0.6 bpp: 28.68 dB in 13,000 steps, against 29.45 dB in
+    10,000 aimed at 99 %)."""
+    return TARGET_FRAC if bpp else 1.0
 
 
 def default_recipe(opts: EncodeOptions) -> LatentRecipe:
