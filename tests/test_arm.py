@@ -161,21 +161,31 @@ def test_fused_rate_gradient_in_log_scale_is_autograds() -> None:
     np.testing.assert_allclose(g_ls, ref.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def _fitted_through_neighbours(seed: int, shapes, spread: float, steps: int):
+    """Random integer grids of ``shapes`` (× ``spread``) and an ``ArmState`` following the
+    neighbours, fitted ``steps`` steps on them: (model, state)."""
+    from types import SimpleNamespace
+
+    from kancoin.codec.latent_rate import ArmState
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
+    grids = [torch.round(torch.randn(s, generator=gen) * spread) for s in shapes]
+    model = SimpleNamespace(latents=grids, spec=SimpleNamespace(arm=8))
+    state = ArmState(model, through_neighbours=True)
+    state.fit(model, steps)
+    return model, state
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_rate_reaches_latents_as_neighbours_as_through_the_network(fused: bool) -> None:
     """At the integers the network was refreshed on, the rate's gradient through its Jacobians
     (``ArmState(through_neighbours=True)``) is autograd's through the network itself; without
     them, only the value's own part (it differs)."""
-    from types import SimpleNamespace
-
     from kancoin.codec.latent_rate import ArmState, arm_inputs, arm_laplace, laplace_bits
 
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    grids = [torch.round(torch.randn(s, generator=gen) * 3) for s in ((20, 30), (10, 15))]
-    model = SimpleNamespace(latents=grids, spec=SimpleNamespace(arm=8))
-    state = ArmState(model, through_neighbours=True)
-    state.fit(model, 30)
+    model, state = _fitted_through_neighbours(0, ((20, 30), (10, 15)), spread=3, steps=30)
+    grids = model.latents
     plain = ArmState(model)
     plain.net.load_state_dict(state.net.state_dict())
     plain.fit(model, 0)
@@ -194,17 +204,9 @@ def test_rate_reaches_latents_as_neighbours_as_through_the_network(fused: bool) 
 def test_rate_through_neighbours_fused_is_autograds_away_from_the_refresh() -> None:
     """Between refreshes (noisy proxies, some far from the integers), the numba kernels' bits
     and gradient are the torch ops' (autograd of the first-order Laplaces)."""
-    from types import SimpleNamespace
-
-    from kancoin.codec.latent_rate import ArmState
-
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(2)
-    grids = [torch.round(torch.randn(s, generator=gen) * 4) for s in ((24, 33), (12, 17))]
-    model = SimpleNamespace(latents=grids, spec=SimpleNamespace(arm=8))
-    state = ArmState(model, through_neighbours=True)
-    state.fit(model, 40)
-    for lv, q in enumerate(grids):
+    model, state = _fitted_through_neighbours(2, ((24, 33), (12, 17)), spread=4, steps=40)
+    gen = torch.Generator().manual_seed(3)
+    for lv, q in enumerate(model.latents):
         yq = q + torch.rand(q.shape, generator=gen) - 0.5
         yq[::3] += torch.randn(yq[::3].shape, generator=gen) * 3
         got, ref = [], []

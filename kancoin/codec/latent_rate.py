@@ -219,22 +219,21 @@ class _ArmRate(torch.autograd.Function):
     both as the value coded and as the neighbour read. Numba kernels, CPU float32."""
 
     @staticmethod
-    def forward(ctx, yq, q0, mu0, ls0, jmu, jls, lo, hi):
+    def forward(ctx, yq, q0, mu0, ls0, jmu, jls):
         d = (yq - q0).detach().contiguous().numpy()
-        dmu = np.empty(d.shape, np.float32)
-        dls = np.empty(d.shape, np.float32)
-        kernels_train.neighbour_shift(d, jmu.numpy(), jls.numpy(), _ARM_TAPS, lo.numpy(),
-                                      hi.numpy(), dmu, dls)  # fmt: skip
-        r = (yq.detach() - mu0 - torch.from_numpy(dmu)).contiguous().reshape(-1).numpy()
-        scale = torch.exp(ls0 + torch.from_numpy(dls)).contiguous().reshape(-1).numpy()
+        mu = np.empty(d.shape, np.float32)
+        ls = np.empty(d.shape, np.float32)
+        lo, hi = arm.LOG_SCALE_RANGE
+        kernels_train.neighbour_shift(d, mu0.numpy(), ls0.numpy(), jmu.numpy(), jls.numpy(),
+                                      _ARM_TAPS, lo, hi, mu, ls)  # fmt: skip
+        r = (yq.detach().numpy() - mu).reshape(-1)
         g_r = np.empty(r.shape, np.float32)
         g_ls = np.empty(r.shape, np.float32)
-        bits = kernels_train.laplace_rate(r, scale, g_r, g_ls)
-        g_r_t = torch.from_numpy(g_r).reshape(yq.shape)
+        bits = kernels_train.laplace_rate(r, np.exp(ls).reshape(-1), g_r, g_ls)
         # a log scale held at the end of the network's range does not move
-        dls_t = torch.from_numpy(dls)
-        g_ls_t = torch.from_numpy(g_ls).reshape(yq.shape) * ((dls_t > lo) & (dls_t < hi))
-        ctx.save_for_backward(g_r_t, g_ls_t, jmu, jls)
+        g_ls *= ((ls > lo) & (ls < hi)).reshape(-1)
+        ctx.save_for_backward(torch.from_numpy(g_r).reshape(yq.shape),
+                              torch.from_numpy(g_ls).reshape(yq.shape), jmu, jls)  # fmt: skip
         return torch.tensor(bits, dtype=torch.float32)
 
     @staticmethod
@@ -242,9 +241,9 @@ class _ArmRate(torch.autograd.Function):
         g_r, g_ls, jmu, jls = ctx.saved_tensors
         # r = q − μ(neighbours): a neighbour moves μ by jmu, the bits by −g_r · jmu
         via = np.empty(tuple(g_r.shape), np.float32)
-        kernels_train.neighbour_grad(g_r.numpy(), g_ls.contiguous().numpy(), jmu.numpy(),
-                                     jls.numpy(), _ARM_TAPS, via)  # fmt: skip
-        return g * (g_r + torch.from_numpy(via)), None, None, None, None, None, None, None
+        kernels_train.neighbour_grad(g_r.numpy(), g_ls.numpy(), jmu.numpy(), jls.numpy(),
+                                     _ARM_TAPS, via)  # fmt: skip
+        return g * (g_r + torch.from_numpy(via)), None, None, None, None, None
 
 
 class ArmState:
@@ -261,10 +260,10 @@ class ArmState:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=ARM_LR)
         self.mu: list[torch.Tensor] = []
         self.scale: list[torch.Tensor] = []
-        # the network's Laplaces follow the neighbours between refreshes, to first order (its
-        # Jacobians: per grid the refresh's integers q0 (H, W), log scales, d μ and d log
-        # scale per input (H, W, TAPS), and the log scale's room to its range): so the rate's
-        # gradient also reaches a latent as a neighbour the network reads
+        # the network's Laplaces follow the neighbours between refreshes, to first order (per
+        # grid the refresh's integers q0 and log scales (H, W), and the Jacobians, d μ and
+        # d log scale per input (H, W, TAPS)): so the rate's gradient also reaches a latent
+        # as a neighbour the network reads
         self.through_neighbours = through_neighbours
         self.refresh: list[tuple[torch.Tensor, ...]] = []
         self.gen = torch.Generator().manual_seed(1)
@@ -309,16 +308,15 @@ class ArmState:
         if self.through_neighbours:
             jmu, jls = self._jacobians(x)
         self.mu, self.scale, self.refresh, at = [], [], [], 0
-        lo, hi = arm.LOG_SCALE_RANGE
-        for q in (torch.round(y.detach()) for y in model.latents):
-            n, shape = q.numel(), q.shape
+        for y in model.latents:
+            n, shape = y.numel(), y.shape
             self.mu.append(mu[at : at + n].reshape(shape))
             self.scale.append(scale[at : at + n].reshape(shape))
-            if jmu is not None:
-                ls = torch.log(self.scale[-1])
+            if jmu is not None:  # v holds the rounded grids
                 self.refresh.append((
-                    q, ls, jmu[at : at + n].reshape(*shape, arm.TAPS).contiguous(),
-                    jls[at : at + n].reshape(*shape, arm.TAPS).contiguous(), lo - ls, hi - ls,
+                    v[at : at + n].reshape(shape), torch.log(self.scale[-1]),
+                    jmu[at : at + n].reshape(*shape, arm.TAPS).contiguous(),
+                    jls[at : at + n].reshape(*shape, arm.TAPS).contiguous(),
                 ))  # fmt: skip
             at += n
 
@@ -339,15 +337,16 @@ class ArmState:
         if fused is None:
             fused = yq.device.type == "cpu" and yq.dtype == torch.float32
         if self.through_neighbours:
-            q0, ls0, jmu, jls, lo, hi = self.refresh[lv]
+            q0, ls0, jmu, jls = self.refresh[lv]
             if fused:
-                return _ArmRate.apply(yq, q0, self.mu[lv], ls0, jmu, jls, lo, hi)
+                return _ArmRate.apply(yq, q0, self.mu[lv], ls0, jmu, jls)
             # the same by autograd: μ and log scale moved by the Jacobians from the refresh
             dx = arm_inputs(yq - q0).reshape(*yq.shape, arm.TAPS)
             mu = self.mu[lv] + (dx * jmu).sum(-1)
-            dls = (dx * jls).sum(-1)
-            inside = (dls > lo) & (dls < hi)  # held at the range's ends, it does not move
-            ls = ls0 + torch.where(inside, dls, torch.minimum(torch.maximum(dls, lo), hi).detach())
+            ls = ls0 + (dx * jls).sum(-1)
+            lo, hi = arm.LOG_SCALE_RANGE
+            inside = (ls > lo) & (ls < hi)  # held at the range's ends, it does not move
+            ls = torch.where(inside, ls, ls.clamp(lo, hi).detach())
             return laplace_bits(yq - mu, torch.exp(ls))
         r = yq - self.mu[lv]
         if fused:

@@ -236,11 +236,11 @@ def neighbour_grad(g_r, g_ls, jmu, jls, taps, out):
 
 
 @njit(cache=True, nogil=True)
-def neighbour_shift(d, jmu, jls, taps, lo, hi, dmu, dls):
-    """The network's (μ, log scale) moved from a refresh by its Jacobians: dmu[r, c] = Σ_t
-    jmu[r, c, t] · d[r − dr, c − dc] over taps t = (dr, dc) of ``taps`` inside the grid, dls
-    likewise with jls, then clipped so that log scale + dls stays in [lo, hi] (lo, hi (H, W):
-    the range less the refresh's log scale). d, dmu, dls (H, W); jmu, jls (H, W, T) float32."""
+def neighbour_shift(d, mu0, ls0, jmu, jls, taps, lo, hi, mu, ls):
+    """The network's (μ, log scale) moved from a refresh (mu0, ls0) by its Jacobians: mu[r, c]
+    = mu0[r, c] + Σ_t jmu[r, c, t] · d[r − dr, c − dc] over taps t = (dr, dc) of ``taps``
+    inside the grid, ls likewise with ls0 and jls, then clipped to [lo, hi] (the network's
+    range). d, mu0, ls0, mu, ls (H, W); jmu, jls (H, W, T) float32."""
     h, w = d.shape
     for r in range(h):
         for c in range(w):
@@ -252,5 +252,5 @@ def neighbour_shift(d, jmu, jls, taps, lo, hi, dmu, dls):
                 if 0 <= rr < h and 0 <= cc < w:
                     m += jmu[r, c, t] * d[rr, cc]
                     s += jls[r, c, t] * d[rr, cc]
-            dmu[r, c] = m
-            dls[r, c] = min(max(s, lo[r, c]), hi[r, c])
+            mu[r, c] = mu0[r, c] + m
+            ls[r, c] = min(max(ls0[r, c] + s, lo), hi)
