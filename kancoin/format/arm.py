@@ -131,27 +131,46 @@ def _offsets(width: int) -> np.ndarray:
     return np.array([-(dr * stride + dc) for dr, dc in NEIGHBOURS], np.int64)
 
 
-def encode_grid(enc, q: np.ndarray, bits: int, params: list[np.ndarray]) -> None:
+def encode_grid(
+    enc, q: np.ndarray, bits: int, params: list[np.ndarray],
+    laplaces: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:  # fmt: skip
     """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder: every
-    input is known from q, so all symbols go in one call, in the decoder's order."""
+    input is known from q, so all symbols go in one call, in the decoder's order.
+    ``laplaces``: the (μ, scale) of every symbol in coding order as ``decode_grid`` gave
+    them for this q, instead of the network's pass (the same numbers: each depends only on
+    values decoded before it)."""
     offset = 1 << (bits - 1)
-    mu, scale = forward(params, neighbours(q), bits)
     order, _ = _coding_order(*q.shape)
+    if laplaces is None:
+        mu, scale = forward(params, neighbours(q), bits)
+        mu, scale = mu[order], scale[order]
+    else:
+        mu, scale = laplaces
     sym = (q.reshape(-1)[order] + offset).astype(np.int32)
-    enc.encode(sym, _model_family(bits), offset + mu[order], scale[order])
+    enc.encode(sym, _model_family(bits), offset + mu, scale)
 
 
-def decode_grid(dec, shape: tuple[int, int], bits: int, params: list[np.ndarray]) -> np.ndarray:
-    """Inverse of ``encode_grid``: the signed grid (H, W), int64."""
+def decode_grid(
+    dec, shape: tuple[int, int], bits: int, params: list[np.ndarray],
+    laplaces: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Inverse of ``encode_grid``: the signed grid (H, W), int64. ``laplaces``: a list that
+    gets every symbol's (μ, scale) in coding order (for ``encode_grid``'s check)."""
     offset = 1 << (bits - 1)
     fam = _model_family(bits)
     params = [np.asarray(p, np.float64) for p in params]  # once, not per line
     h, w = shape
     q = np.zeros((h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT))  # padded, flat, exact integers
     offs = _offsets(w)
+    mus, scales = [], []
     for idx in _coding_order(h, w)[1]:
         mu, scale = forward(params, q[idx[:, None] + offs], bits)
         q[idx] = np.asarray(dec.decode(fam, offset + mu, scale), np.float64) - offset
+        mus.append(mu)
+        scales.append(scale)
+    if laplaces is not None:
+        laplaces.append((np.concatenate(mus), np.concatenate(scales)))
     return q.reshape(h + PAD_TOP, -1)[PAD_TOP:, PAD_LEFT : PAD_LEFT + w].astype(np.int64)
 
 

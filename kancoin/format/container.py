@@ -285,8 +285,9 @@ def read_bytes(data: bytes) -> tuple[FileHeader, list[np.ndarray]]:
             offset += n * b
     else:
         try:
-            flats = context.decode_stream(header, checked.stream, sizes)
-            again = context.encode_stream(header, flats)
+            laplaces: dict = {}  # the network's models, computed once for both passes
+            flats = context.decode_stream(header, checked.stream, sizes, laplaces)
+            again = context.encode_stream(header, flats, laplaces)
         except Exception as e:  # the CRC matched, so this is a bad file from a bad encoder
             raise KancoinError(f"cannot decode the range-coded payload ({e})") from None
         if again != checked.stream:

@@ -222,9 +222,10 @@ def arm_params(header, qtensors: list) -> list[np.ndarray] | None:
     return arm.params_of(qtensors[at : at + n], header.tensor_bits[at : at + n], spec.arm)
 
 
-def encode_stream(header, qtensors: list) -> bytes:
+def encode_stream(header, qtensors: list, laplaces: dict | None = None) -> bytes:
     """A file's range-coded stream: each tensor with its own model, context-coded grids with
-    the context model (``NetFamily.context_layout``)."""
+    the context model (``NetFamily.context_layout``). ``laplaces``: what ``decode_stream``
+    recorded for these tensors (the network's Laplaces are then not computed again)."""
     from kancoin.format import entropy
     from kancoin.nets import family_of
 
@@ -244,7 +245,7 @@ def encode_stream(header, qtensors: list) -> bytes:
                 from kancoin.format import arm
 
                 net = net or arm_params(header, qtensors)
-                arm.encode_grid(enc, signed, b, net)
+                arm.encode_grid(enc, signed, b, net, (laplaces or {}).get(i))
                 continue
             if table is None:
                 table, weights = models_of(header, qtensors)
@@ -255,8 +256,12 @@ def encode_stream(header, qtensors: list) -> bytes:
     return entropy.finish(enc)
 
 
-def decode_stream(header, data: bytes, sizes: list[int]) -> list[np.ndarray]:
-    """Inverse of ``encode_stream``: flat uint32 arrays of the given sizes."""
+def decode_stream(
+    header, data: bytes, sizes: list[int], laplaces: dict | None = None
+) -> list[np.ndarray]:
+    """Inverse of ``encode_stream``: flat uint32 arrays of the given sizes. ``laplaces``: a
+    dict that gets, per network-coded grid (by tensor index), the Laplaces that decoded it,
+    for ``encode_stream``'s check of the same tensors."""
     from kancoin.format import entropy
     from kancoin.nets import family_of
 
@@ -269,11 +274,11 @@ def decode_stream(header, data: bytes, sizes: list[int]) -> list[np.ndarray]:
         from kancoin.format import arm
 
         with arm.one_blas_thread():
-            return _decode_tensors(header, dec, sizes, layout)
+            return _decode_tensors(header, dec, sizes, layout, laplaces)
     return _decode_tensors(header, dec, sizes, layout)
 
 
-def _decode_tensors(header, dec, sizes: list[int], layout) -> list[np.ndarray]:
+def _decode_tensors(header, dec, sizes, layout, laplaces=None) -> list[np.ndarray]:
     from kancoin.format import entropy
 
     spec = header.spec
@@ -289,7 +294,10 @@ def _decode_tensors(header, dec, sizes: list[int], layout) -> list[np.ndarray]:
                 from kancoin.format import arm
 
                 net = net or arm_params(header, out)
-                q = arm.decode_grid(dec, shapes[i], b, net)
+                got: list = []
+                q = arm.decode_grid(dec, shapes[i], b, net, got)
+                if laplaces is not None:
+                    laplaces[i] = got[0]
             else:
                 if table is None:
                     table, weights = models_of(header, out)
