@@ -28,8 +28,8 @@ from .conftest import crop
 
 def latent_reference_decode(data: bytes) -> np.ndarray:
     """An independent decode of a latent file: torch's own bicubic interpolation and
-    efficient-kan's Cox–de Boor B-splines, in float64 (none of the decoder's taps, kernels or
-    tables)."""
+    efficient-kan's Cox–de Boor B-splines (or torch's linear layers), in float64 (none of the
+    decoder's taps, kernels or tables)."""
     from kancoin.nets.kan.layers import KANLinear
     from kancoin.nets.kan.network import KAN
 
@@ -45,8 +45,17 @@ def latent_reference_decode(data: bytes) -> np.ndarray:
                                                        align_corners=False)  # fmt: skip
         feats.append(up.reshape(-1))
     x = torch.stack(feats, 1)
-    net = KAN(spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, node_bias=True)
     it = iter(floats[first + spec.levels :])
+    if spec.mlp:  # torch's own layers, float64
+        layers = [torch.nn.Linear(i, o).double() for i, o in spec.layer_dims()]
+        with torch.no_grad():
+            for j, layer in enumerate(layers):
+                layer.weight.copy_(torch.from_numpy(next(it)))
+                layer.bias.copy_(torch.from_numpy(next(it)))
+                x = layer(x)
+                x = F.gelu(x, approximate="tanh") if j < len(layers) - 1 else x
+        return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).reshape(h, w, -1).numpy()
+    net = KAN(spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, node_bias=True)
     with torch.no_grad():
         for layer in net.layers:
             layer.base_weight.copy_(torch.from_numpy(next(it)))
@@ -239,7 +248,7 @@ def test_lmbda_is_refused_for_weight_only_families() -> None:
 def test_spec_round_trips_through_the_header(encoded) -> None:
     _, _, res = encoded
     header, _ = read_bytes(res.data)
-    assert header.version == 8 and isinstance(header.spec, LatentSpec)
+    assert header.version == 9 and isinstance(header.spec, LatentSpec)
     assert header.spec == res.spec
     assert family("latent").input_width({"levels": 5}) == 5
 
@@ -270,12 +279,12 @@ def test_cuda_encode_decodes_on_cpu_to_reported_psnr() -> None:
 
 def test_header_size_counted_by_hand() -> None:
     """A latent file's header, counted from docs/format.md: fixed fields, one hidden width,
-    the family's 8 fields, then per tensor its range and (coding 1) its entropy model."""
+    the family's 9 fields, then per tensor its range and (coding 1) its entropy model."""
     from kancoin.format.container import header_bits
 
     spec = LatentSpec((5, 8, 3), height=40, width=48, context=4, first_level=1)
     fixed = 32 + 8 + 16 + 16 + 2 + 2 + 5 + 1 + 5
-    family_bits = 4 + 8 + 3 + 32 + 3 + 3 + 1 + 5
+    family_bits = 4 + 8 + 3 + 32 + 3 + 3 + 1 + 5 + 2
     # the context scales, the grids, then base weight, coefficients and bias per layer
     n_tensors = 1 + 5 + 2 * 3
     assert len(spec.tensor_shapes()) == n_tensors
@@ -396,19 +405,22 @@ def test_predictor_weights_are_stored_exactly() -> None:
         coding.models_of(bad, q2)
 
 
-@pytest.mark.parametrize("first_level, context, predictor", [(0, 4, 0), (1, 0, 0), (2, 3, 0),
-                                                             (1, 7, 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    "first_level, context, predictor, synthesis",
+    [(0, 4, 0, 0), (1, 0, 0, 0), (2, 3, 0, 0), (1, 7, 1, 0), (1, 7, 1, 1), (0, 0, 0, 1)],
+)  # fmt: skip
 def test_untrained_files_decode_as_the_reference(
-    first_level: int, context: int, predictor: int
+    first_level: int, context: int, predictor: int, synthesis: int
 ) -> None:
-    """Files of every pyramid start and context setting (random grids, an untrained
-    synthesis), written by the encoder's serialiser: the decoder agrees with the independent
-    decode, and the file reads back to the spec."""
+    """Files of every pyramid start, context setting and synthesis (random grids, an
+    untrained synthesis), written by the encoder's serialiser: the decoder agrees with the
+    independent decode, and the file reads back to the spec."""
     from kancoin.codec.latent import serialise
     from kancoin.nets import build
 
-    spec = LatentSpec((4, 6, 3), height=24, width=40, context=context, first_level=first_level,
-                      predictor=predictor)  # fmt: skip
+    widths = (4, 8, 6, 3) if synthesis else (4, 6, 3)
+    spec = LatentSpec(widths, height=24, width=40, context=context, first_level=first_level,
+                      predictor=predictor, synthesis=synthesis)  # fmt: skip
     torch.manual_seed(0)
     model = build(spec)
     rng = np.random.default_rng(first_level)

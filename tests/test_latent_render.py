@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from kancoin.codec.decode import weights
 from kancoin.format.container import read_bytes
@@ -97,14 +99,45 @@ def test_layer_forward_matches_the_kernels(n_out: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny_latent.kc", "tiny_latent_arm.kc", "tiny_latent_v7.kc", "tiny_latent_v6.kc"]
-)
+    "name", ["tiny_latent.kc", "tiny_latent_arm.kc", "tiny_latent_mlp.kc", "tiny_latent_v7.kc",
+             "tiny_latent_v6.kc"],
+)  # fmt: skip
 def test_render_does_not_depend_on_threads_or_chunks(name: str) -> None:
     header, q = read_bytes((GOLDEN / name).read_bytes())
     arrays = weights(header, q)
     one = R.render(header.spec, arrays, threads=1)
     for chunk, threads in ((1 << 16, 3), (100, 2), (1, 1)):  # 100: two rows a pass
         assert np.array_equal(R.render(header.spec, arrays, chunk, threads), one)
+
+
+def test_dense_layer_is_float32_in_input_order() -> None:
+    """The MLP layer: each output the float32 sum of w·x in input order, then the bias
+    (computed apart, one pixel at a time), near the float64 product; GELU in a hidden layer
+    (torch's tanh form in float64)."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(5, 7)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    x = rng.normal(size=(7, 200)).astype(np.float32)
+    for hidden in (False, True):
+        ours = R.dense_forward(x, R.Dense(w[:, :, None], b.reshape(-1, 1), hidden))
+        want = np.empty((5, 200), np.float32)
+        for j in range(200):
+            for o in range(5):
+                acc = np.float32(w[o, 0] * x[0, j])
+                for i in range(1, 7):
+                    acc = np.float32(acc + np.float32(w[o, i] * x[i, j]))
+                want[o, j] = np.float32(acc + b[o])
+        if hidden:  # the pre-activations exactly, then GELU (its float32 form, near float64)
+            pre = torch.from_numpy(want.astype(np.float64))
+            want = F.gelu(pre, approximate="tanh").numpy().astype(np.float32)
+            assert np.allclose(ours, want, rtol=0, atol=2e-6)
+            assert np.array_equal(ours, R.gelu32(R.dense_forward(x, R.Dense(
+                w[:, :, None], b.reshape(-1, 1), False))))  # fmt: skip
+        else:
+            assert np.array_equal(ours, want)
+        ref = w.astype(np.float64) @ x + b[:, None]
+        ref = F.gelu(torch.from_numpy(ref), approximate="tanh").numpy() if hidden else ref
+        assert np.allclose(ours, ref, atol=1e-5)
 
 
 def test_a_latent_decode_loads_neither_torch_nor_numba() -> None:

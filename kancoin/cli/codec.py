@@ -25,7 +25,7 @@ ENCODE_OPTIONS = (
     "bpp", "bits", "arch", "effort", "iters", "batch_size", "lr", "seed", "device", "threads",
     "width", "depth", "grid_size", "spline_order", "first_grid_size", "basis", "node_bias",
     "layernorm", "grid_extend", "optimizer", "bit_alloc", "qat", "qat_lr", "coding", "compile",
-    "lmbda", "levels",
+    "lmbda", "levels", "synthesis",
 )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ EVAL_OPTIONS = (
     "bpp", "arch", "bits", "effort", "iters", "batch_size", "lr", "seed", "device", "width",
     "depth", "grid_size", "spline_order", "first_grid_size", "basis", "node_bias", "layernorm",
     "grid_extend", "optimizer", "bit_alloc", "qat", "qat_lr", "coding", "compile", "lmbda",
-    "levels",
+    "levels", "synthesis",
 )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from kancoin.format.layout import CODINGS
 from kancoin.format.quant import MAX_BITS, MIN_BITS
 from kancoin.nets import ARCHS, Overrides, family
 from kancoin.nets.kan import BASES
+from kancoin.nets.latent import DEFAULT_SYNTHESIS, SYNTHESES
 
 DEFAULT_ITERS = 10_000
 DEFAULT_BATCH = 10_000
@@ -108,6 +109,10 @@ class EncodeOptions:
         "control; the file's size then follows from λ.", lo=0.0, lo_open=True,
     )  # fmt: skip
     levels: int | None = _opt(None, "latent: number of latent grids (override).", lo=1, hi=12)
+    synthesis: str | None = _opt(
+        None, "latent: the network that turns the grids into pixels "
+        f"\\[default: {DEFAULT_SYNTHESIS}].", choices=SYNTHESES,
+    )  # fmt: skip
     lr: float | None = _opt(
         None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN, 3e-2 latent; 1 with lbfgs].",
         lo=0.0, lo_open=True,
@@ -198,7 +203,7 @@ class EncodeOptions:
             width=self.width, depth=self.depth, grid_size=self.grid_size,
             spline_order=self.spline_order, first_grid_size=self.first_grid_size,
             basis=self.basis, node_bias=self.node_bias, layernorm=self.layernorm,
-            levels=self.levels,
+            levels=self.levels, synthesis=self.synthesis,
         )  # fmt: skip
 
     @property

@@ -69,8 +69,10 @@ class Overrides:
     basis: str = "bspline"
     node_bias: bool = False
     layernorm: bool = False
-    # the latent family: number of latent grids
+    # the latent family: number of latent grids, and the synthesis ("kan", "mlp"; None: the
+    # family's default)
     levels: int | None = None
+    synthesis: str | None = None
 
     def given(self) -> dict[str, Any]:
         """The overrides that differ from 'not given'."""
@@ -78,7 +80,7 @@ class Overrides:
         for name, none in (
             ("width", None), ("depth", None), ("grid_size", None), ("spline_order", None),
             ("first_grid_size", None), ("basis", "bspline"), ("node_bias", False),
-            ("layernorm", False), ("levels", None),
+            ("layernorm", False), ("levels", None), ("synthesis", None),
         ):  # fmt: skip
             v = getattr(self, name)
             if v != none:

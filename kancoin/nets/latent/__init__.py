@@ -34,6 +34,8 @@ SINCE = 6  # the format version that added the family
 PREDICTOR_SINCE = 7  # the version that added the latents' predictor
 PREDICTOR_TAPS = 4  # causal neighbours a predictor weighs (``format.context.NEIGHBOURS``)
 ARM_SINCE = 8  # the version that added the latents' autoregressive network
+SYNTHESIS_SINCE = 9  # the version that added the MLP synthesis
+SYNTHESES = ("kan", "mlp")  # the ``synthesis`` field's values, in order
 
 HEADER_FIELDS = (
     Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
@@ -56,17 +58,22 @@ HEADER_FIELDS = (
           doc="0: no network; A ≥ 1: every grid coded with Laplaces from one network of 7 "
               "causal neighbours, 7 → A → A → 2, in fixed point (`format.arm`; six stored "
               "tensors); needs K = 0 and no predictor"),
+    Field("synthesis", "uint:2", 0, len(SYNTHESES) - 1, since=SYNTHESIS_SINCE, default=0,
+          doc="the synthesis: 0 a B-spline KAN (`grid_size`, `spline_order`, `grid_bound`; "
+              "per layer a base weight (O, I), spline coefficients (O, I, G + k), a bias "
+              "(O,)); 1 an MLP, GELU (tanh form) after each hidden layer (per layer a "
+              "weight (O, I) and a bias (O,); the three B-spline fields are stored, unused)"),
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class LatentSpec(NetSpec):
-    """A latent pyramid and its synthesis KAN.
+    """A latent pyramid and its synthesis network.
 
     widths: the synthesis's layer widths, input (= levels) to output (channels), e.g.
-    (7, 16, 3); height, width: the image (the grids' sizes follow); grid_size G, spline_order
-    k and grid_bound R of the synthesis's B-splines (grid over [−R, R]); every synthesis layer
-    has a bias per output node.
+    (7, 16, 3); height, width: the image (the grids' sizes follow); synthesis: 0 a B-spline
+    KAN, 1 an MLP (GELU); grid_size G, spline_order k and grid_bound R of the KAN's B-splines
+    (grid over [−R, R]); every synthesis layer has a bias per output node.
     """
 
     height: int = 1
@@ -78,6 +85,7 @@ class LatentSpec(NetSpec):
     first_level: int = 1
     predictor: int = 0
     arm: int = 0
+    synthesis: int = 0
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -92,6 +100,13 @@ class LatentSpec(NetSpec):
             raise ValueError("predictor must be 0, or 1 with context ≥ 2")
         if not 0 <= self.arm <= ARM_MAX_HIDDEN or (self.arm and self.context):
             raise ValueError(f"arm must be 0, or 1..{ARM_MAX_HIDDEN} with context 0")
+        if not 0 <= self.synthesis < len(SYNTHESES):
+            raise ValueError(f"synthesis must be in 0..{len(SYNTHESES) - 1}")
+
+    @property
+    def mlp(self) -> bool:
+        """Whether the synthesis is an MLP (else a B-spline KAN)."""
+        return SYNTHESES[self.synthesis] == "mlp"
 
     @property
     def levels(self) -> int:
@@ -107,6 +122,8 @@ class LatentSpec(NetSpec):
         return [level_shape(self.height, self.width, f + i) for i in range(self.levels)]
 
     def layer_tensors(self, i: int, o: int) -> list[tuple[str, tuple[int, ...]]]:
+        if self.mlp:
+            return [("weight", (o, i)), ("bias", (o,))]
         return [
             ("base_weight", (o, i)),
             ("spline_coef", (o, i, self.grid_size + self.spline_order)),
@@ -151,11 +168,12 @@ class LatentSpec(NetSpec):
         ctx = f", {self.context} contexts" if self.context else ""
         ctx += ", predicted" if self.predictor else ""
         ctx += f", network {ARM_TAPS}-{self.arm}-{self.arm}-2" if self.arm else ""
+        synthesis = (f"MLP synthesis {w} (GELU)" if self.mlp else
+                     f"KAN synthesis {w}, grid {self.grid_size}, order {self.spline_order}")
         return (
             f"{self.levels} latent grids (1/{1 << self.first_level}…"
-            f"1/{1 << (self.first_level + self.levels - 1)}{ctx}), KAN synthesis "
-            f"{w}, grid {self.grid_size}, order {self.spline_order}"
-        )
+            f"1/{1 << (self.first_level + self.levels - 1)}{ctx}), {synthesis}"
+        )  # fmt: skip
 
     def as_dict(self) -> dict:
         return super().as_dict() | {
@@ -169,6 +187,7 @@ class LatentSpec(NetSpec):
             "first_level": self.first_level,
             "predictor": self.predictor,
             "arm": self.arm,
+            "synthesis": SYNTHESES[self.synthesis],
         }
 
 
@@ -177,6 +196,10 @@ DEFAULT_LEVELS = 7
 # 1/2 … 1/128: a trained kodim23 file at 0.3 bpp left its full-resolution grid all zeros
 DEFAULT_FIRST_LEVEL = 1
 DEFAULT_HIDDEN = (16,)
+# the synthesis by default, and each one's hidden widths (the MLP's: about the KAN's
+# parameters, so about its bytes)
+DEFAULT_SYNTHESIS = "kan"
+HIDDEN = {"kan": DEFAULT_HIDDEN, "mlp": (32, 32)}
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
 # a Laplace per grid and context centred on a prediction from 4 neighbours (7 contexts): on
@@ -208,7 +231,7 @@ class LatentFamily(NetFamily):
     default_bits = 9
     range_saving = 3.0
     default_lr = 3e-2
-    override_names = ("width", "depth", "grid_size", "spline_order", "levels")
+    override_names = ("width", "depth", "grid_size", "spline_order", "levels", "synthesis")
     trains_latents = True
     # its encoder (kancoin.codec.latent) range-codes, trains with Adam, has no fine-tune phase
     unused_options = ("coding", "bit_alloc", "optimizer", "compile", "qat_lr")
@@ -238,6 +261,7 @@ class LatentFamily(NetFamily):
             "first_level": spec.first_level,
             "predictor": spec.predictor,
             "arm": spec.arm,
+            "synthesis": spec.synthesis,
         }
 
     def spec_from_values(
@@ -247,7 +271,7 @@ class LatentFamily(NetFamily):
             widths, height=image[0], width=image[1], grid_size=values["grid_size"],
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
             context=values["context"], first_level=values["first_level"],
-            predictor=values["predictor"], arm=values["arm"],
+            predictor=values["predictor"], arm=values["arm"], synthesis=values["synthesis"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -286,6 +310,8 @@ class LatentFamily(NetFamily):
         budget = budget_bytes(bpp, height, width)
 
         arm_hidden = arm_width(budget)
+        synthesis = ov.synthesis or DEFAULT_SYNTHESIS
+        default_hidden = HIDDEN[synthesis]
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
             models = ({"context": 0, "predictor": 0, "arm": arm_hidden} if arm_hidden else
@@ -294,17 +320,18 @@ class LatentFamily(NetFamily):
                 (levels, *hidden, channels), height=height, width=width,
                 grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
                 grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL, **models,
+                synthesis=SYNTHESES.index(synthesis),
             )  # fmt: skip
 
         if ov.width is not None or ov.depth is not None:
-            w = ov.width or DEFAULT_HIDDEN[0]
-            spec = make((w,) * (ov.depth or len(DEFAULT_HIDDEN)))
+            w = ov.width or default_hidden[0]
+            spec = make((w,) * (ov.depth or len(default_hidden)))
         else:  # small budgets (small images) get a narrower synthesis: ≤ a quarter of the file
-            w = DEFAULT_HIDDEN[0]
-            spec = make(DEFAULT_HIDDEN)
+            w = default_hidden[0]
+            spec = make(default_hidden)
             while w > 2 and spec.n_synthesis * bpw / 8 > SYNTHESIS_SHARE * budget:
                 w -= 2
-                spec = make((w,) * len(DEFAULT_HIDDEN))
+                spec = make((w,) * len(default_hidden))
         synthesis_bytes = spec.n_synthesis * bpw / 8
         if synthesis_bytes + MIN_GRID_BYTES > budget:
             raise KancoinError(
@@ -337,6 +364,14 @@ class LatentFamily(NetFamily):
         return render(spec, arrays, chunk)
 
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
+        arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
+        if spec.mlp:  # a multiply-add per weight and a SiLU per hidden node
+            per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
+            # render's temporaries per pixel: the features, three float32 (O, N) arrays and
+            # the SiLU's three float64 ones
+            return float(per_pixel) * height * width + arm_cost, (
+                4 * (spec.levels + 3 * max(spec.widths)) + 24 * max(spec.widths)
+            )
         edge = spec.spline_order + 2  # multiply-adds per edge
         per_pixel = sum(i * o * edge + o for i, o in spec.layer_dims()) + 8 * spec.levels
         widest = max(spec.widths)
@@ -344,7 +379,6 @@ class LatentFamily(NetFamily):
         # about 64 bytes per input (its SiLU in float64, interval, position) and the SiLU
         # weights spread over the pixels (I × O)
         spread = max(i * o for i, o in spec.layer_dims())
-        arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
         return float(per_pixel) * height * width + arm_cost, 4 * (
             spec.levels + (spec.spline_order + 6) * widest + 16 * widest + spread
         )

@@ -1,4 +1,4 @@
-"""The latent family's training module (torch): the grids as parameters and the synthesis KAN.
+"""The latent family's training module (torch): the grids as parameters and the synthesis network.
 
 Latents are held in integer units (``latents[l]`` (h_l, w_l), float while training); a grid's
 value at the decoder is its integer times the grid's ``steps[l]``. The features of a pixel are
@@ -45,6 +45,20 @@ class _Gather(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+class MlpSynthesis(nn.Module):
+    """The MLP synthesis: (N, I) -> (N, O) through ``widths``, GELU (its tanh form) after
+    each hidden layer (``render.dense_forward`` is the decoder's)."""
+
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = torch.nn.functional.gelu(layer(x), approximate="tanh")
+        return self.layers[-1](x)
+
+
 class LatentNet(nn.Module):
     def __init__(self, spec, step: float = 1.0) -> None:
         super().__init__()
@@ -54,9 +68,9 @@ class LatentNet(nn.Module):
             nn.Parameter(torch.zeros(h, w)) for h, w in spec.grid_shapes
         )
         self.steps = [float(np.float32(step))] * spec.levels
-        self.synthesis = KAN(
+        self.synthesis = MlpSynthesis(spec.widths) if spec.mlp else KAN(
             spec.widths, spec.grid_size, spec.spline_order, spec.grid_range, node_bias=True
-        )
+        )  # fmt: skip
         with torch.no_grad():  # start at mid-grey
             self.synthesis.layers[-1].bias.fill_(0.5)
         # per grid, its 4-tap tables to the pixel grid (None: the grid is the pixel grid)
@@ -155,8 +169,11 @@ class LatentNet(nn.Module):
         out = []
         with torch.no_grad():
             for layer in self.synthesis.layers:
-                for t in (layer.base_weight, layer.scaled_spline_weight(), layer.bias):
-                    out.append(t.detach().float().cpu().numpy().copy())
+                if self.spec.mlp:
+                    tensors = (layer.weight, layer.bias)
+                else:
+                    tensors = (layer.base_weight, layer.scaled_spline_weight(), layer.bias)
+                out += [t.detach().float().cpu().numpy().copy() for t in tensors]
         return out
 
     def export_arrays(self) -> list[np.ndarray]:
@@ -169,6 +186,10 @@ class LatentNet(nn.Module):
                 y.copy_(torch.from_numpy(np.asarray(a) / s))
             it = iter(arrays[first + levels :])
             for layer in self.synthesis.layers:
+                if self.spec.mlp:
+                    layer.weight.copy_(torch.from_numpy(next(it)))
+                    layer.bias.copy_(torch.from_numpy(next(it)))
+                    continue
                 layer.base_weight.copy_(torch.from_numpy(next(it)))
                 layer.load_stored("spline_coef", torch.from_numpy(next(it)))
                 layer.bias.copy_(torch.from_numpy(next(it)))

@@ -1,10 +1,10 @@
 """Decoding a latent file's tensors to pixels: numpy alone (no torch, no numba).
 
-grids -> features (rows of pixels at a time, bounded memory) -> synthesis KAN -> uint8.
+grids -> features (rows of pixels at a time, bounded memory) -> synthesis (KAN or MLP) -> uint8.
 
 Why numpy: a ``kancoin decode`` process spent more time starting numba (its import and its
 first cached kernel, ~0.9 s on the 2-vCPU VM) than decoding a 768×512 file. Where numba is
-loaded already (an encode, an eval) the synthesis runs in ``kernels`` instead, which forms
+loaded already (an encode, an eval) a KAN synthesis runs in ``kernels`` instead, which forms
 every value the same way, about 2.5× faster; both give the same bits (tests).
 
 Numerics: every value is formed by IEEE-754 additions, multiplications and divisions in a
@@ -104,6 +104,23 @@ def silu32(x: np.ndarray) -> np.ndarray:
     """x / (1 + exp(−x)) in float32, as the decoding kernels form it."""
     with np.errstate(invalid="ignore"):  # −inf / inf: NaN, as the kernels give
         return x / (_F32(1.0) + exp32(-x))  # exp(−x) = inf: −0
+
+
+_GELU_CUBIC = _F32(0.044715)
+_GELU_SCALE = _F32(2.0 * np.sqrt(2.0 / np.pi))
+
+
+def gelu32(x: np.ndarray) -> np.ndarray:
+    """GELU in its tanh form, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), written as
+    x / (1 + exp(−u)) with u = 2√(2/π) (x + 0.044715 x³) (the same function), in float32:
+    u = (((x · x) · x) · 0.044715 + x) · 2√(2/π), then as ``silu32``."""
+    with np.errstate(over="ignore", invalid="ignore"):  # x³ past float32: ±inf, as u's sign
+        u = x * x
+        u *= x
+        u *= _GELU_CUBIC
+        u += x
+        u *= _GELU_SCALE
+        return x / (_F32(1.0) + exp32(-u))
 
 
 def spline_table(base: np.ndarray, coef: np.ndarray, spline_order: int) -> np.ndarray:
@@ -226,11 +243,41 @@ def layer_forward(x: np.ndarray, layer: Layer, spec) -> np.ndarray:
     return out
 
 
-def synthesis_layers(spec, arrays: list[np.ndarray], n: int) -> list[Layer]:
+@dataclass
+class Dense:
+    """One layer of the MLP synthesis, ready for ``dense_forward``."""
+
+    weight: np.ndarray  # (O, I, 1) float32: column i broadcasts over the pixels
+    bias: np.ndarray  # (O, 1) float32
+    hidden: bool  # a hidden layer: GELU after it (``gelu32``)
+
+
+def dense_forward(x: np.ndarray, layer: Dense) -> np.ndarray:
+    """One MLP layer: x (I, N) float32 -> (O, N) float32. Every output is formed in the same
+    order, (((w0 x0 + w1 x1) + w2 x2) + …) + b, then in a hidden layer its GELU
+    (``gelu32``): separate float32 multiplications and additions, elementwise (no matrix
+    product, whose summation order depends on the BLAS and the machine), so the same bits
+    everywhere."""
+    n_in = x.shape[0]
+    acc = np.multiply(layer.weight[:, 0], x[0])  # (O, 1) × (N,) -> (O, N)
+    prod = np.empty_like(acc)
+    for i in range(1, n_in):
+        acc += np.multiply(layer.weight[:, i], x[i], out=prod)
+    acc += layer.bias
+    return gelu32(acc) if layer.hidden else acc
+
+
+def synthesis_layers(spec, arrays: list[np.ndarray], n: int) -> list[Layer | Dense]:
     """The synthesis's layers from the stored tensors (file order), for up to n pixels at once."""
-    out = []
+    out: list[Layer | Dense] = []
     it = iter(arrays[spec.first_grid + spec.levels :])
-    for _ in spec.layer_dims():
+    dims = spec.layer_dims()
+    for j, _ in enumerate(dims):
+        if spec.mlp:
+            weight, bias = next(it), next(it)
+            out.append(Dense(np.asarray(weight, np.float32)[:, :, None],
+                             np.asarray(bias, np.float32).reshape(-1, 1), j < len(dims) - 1))
+            continue
         base, coef, bias = next(it), next(it), next(it)
         out.append(Layer.build(base, coef, bias, spec.spline_order, n))
     return out
@@ -254,10 +301,14 @@ def numba_kernels():
     return kernels
 
 
-def synthesize(spec, layers: list[Layer], feats: np.ndarray, kernels=None) -> np.ndarray:
-    """feats (L, N) float32 -> outputs (C, N) float32; ``kernels``: the numba synthesis
-    (``numba_kernels()``), or None for numpy."""
+def synthesize(spec, layers: list[Layer | Dense], feats: np.ndarray, kernels=None) -> np.ndarray:
+    """feats (L, N) float32 -> outputs (C, N) float32; ``kernels``: the numba synthesis of a
+    KAN (``numba_kernels()``), or None for numpy (an MLP's always runs in numpy)."""
     x = feats
+    if spec.mlp:
+        for layer in layers:
+            x = dense_forward(x, layer)
+        return x
     g0, inv_h = grid_position(spec.grid_size, spec.spline_order, spec.grid_range)
     for layer in layers:
         if kernels is None:
@@ -327,7 +378,7 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
     if threads > 1:  # the threads share the chunk's memory
         starts = range(0, h, max(1, min(chunk // threads, ROWS_PIXELS) // w))
     step = starts.step
-    kernels = numba_kernels()  # once: the same for every band
+    kernels = None if spec.mlp else numba_kernels()  # once: the same for every band
     layers = synthesis_layers(spec, arrays, 0 if kernels else min(h, step) * w)
 
     def band(r0: int) -> None:
