@@ -2,9 +2,12 @@
 and equal steps, on one image at one rate.
 
     python scripts/latent_synthesis.py IMAGE [--bpp 0.3] [--iters 1500] [--equal-time]
+        [--act gelu|gelu_tanh|relu|silu] [--mlp-only]
 
-Both are trained by the latent encoder's ``train`` (the same grids, rate in the loss, λ to the
-same budget). The MLP (GELU) has no file format, so neither result is a file: each is measured
+Both are trained by the latent encoder's ``train`` with the recipe ``kancoin encode`` uses (the
+same grids, rate in the loss, λ to the same budget). The MLP here is any activation's (the
+file's MLP, ``--synthesis mlp``, is GELU's tanh form: ``scripts/latent_runs.py`` measures it
+through real files), so its result is not a file: it is measured
 the same way, from parts that are real — the grids range-coded with the file's context model,
 the synthesis's weights quantized at 9 bits and range-coded as a file codes them, the header
 of the KAN file — and the PSNR of the synthesis (quantized weights) on the rounded grids,
@@ -27,7 +30,7 @@ from torch import nn
 from kancoin.codec.decode import decode_bytes
 from kancoin.codec.encode import plan
 from kancoin.codec.latent import rounded, serialise, train
-from kancoin.codec.latent_recipe import LatentRecipe
+from kancoin.codec.latent_recipe import default_recipe
 from kancoin.codec.options import EncodeOptions
 from kancoin.format import entropy
 from kancoin.format.container import overhead_bytes
@@ -37,12 +40,15 @@ from kancoin.metrics import psnr
 from kancoin.nets import build
 from kancoin.nets.base import budget_bytes
 
+ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU,
+               "silu": nn.SiLU}  # fmt: skip
 
-def mlp_like(n_in: int, n_out: int, params: int) -> nn.Module:
-    """A GELU MLP n_in-h-h-n_out with about ``params`` parameters."""
+
+def mlp_like(n_in: int, n_out: int, params: int, act: str = "gelu") -> nn.Module:
+    """An MLP n_in-h-h-n_out (activation ``act``) with about ``params`` parameters."""
     h = int((-(n_in + n_out + 2) + math.sqrt((n_in + n_out + 2) ** 2 + 4 * params)) / 2)
-    net = nn.Sequential(nn.Linear(n_in, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
-                        nn.Linear(h, n_out))  # fmt: skip
+    a = ACTIVATIONS[act]
+    net = nn.Sequential(nn.Linear(n_in, h), a(), nn.Linear(h, h), a(), nn.Linear(h, n_out))
     with torch.no_grad():
         net[-1].bias.fill_(0.5)
     return net
@@ -53,7 +59,10 @@ def measure(pixels, spec, model, synth: nn.Module) -> dict:
     from kancoin.codec.latent import _grids_stream
 
     ints = rounded(model)
-    shadow = build(spec)  # a KAN file with these grids: its grids' and context scales' bytes
+    shadow = build(spec)  # a KAN file with these grids: its grids' and context model's bytes
+    shadow.steps = model.steps
+    if spec.arm:  # the latents' network the training fitted
+        shadow.arm_state = model.arm_state
     _, header, qtensors = serialise(pixels.shape, spec, shadow, ints, 9)
     a = spec.first_grid
 
@@ -85,31 +94,35 @@ def main() -> None:
     ap.add_argument("--bpp", type=float, default=0.3)
     ap.add_argument("--iters", type=int, default=1500)
     ap.add_argument("--equal-time", action="store_true")
+    ap.add_argument("--act", choices=sorted(ACTIVATIONS), default="gelu",
+                    help="the MLP's activation")
+    ap.add_argument("--mlp-only", action="store_true", help="skip the KAN run")
     args = ap.parse_args()
     pixels, _ = load_image(args.image)
     opts = EncodeOptions(arch="latent", bpp=args.bpp, iters=args.iters, device="cpu")
     spec = plan(pixels.shape, opts)
-    budget = budget_bytes(args.bpp, *pixels.shape[:2])  # aimed at by λ; neither is refitted
+    # aimed at by λ as the encoder aims (neither is refitted to the last byte)
+    budget = budget_bytes(args.bpp, *pixels.shape[:2])
     fixed = overhead_bytes(spec, 1) + spec.n_synthesis * 6 / 8
     # the synthesis's own parameters (not the context model's, which both files carry)
     kan_params = sum(math.prod(s) for n, s in spec.tensor_shapes() if n.startswith("synthesis."))
-    # the recipe docs/research/latent.md's table was measured with (its defaults: 20 % hard
-    # rounding where `kancoin encode` has 10 %); the same for both synthesis networks
-    recipe = LatentRecipe()
-    runs = [("kan", args.iters), ("mlp", args.iters)]
+    # the recipe `kancoin encode` trains with under these options; the same for both
+    recipe = default_recipe(opts)
+    runs = [("kan", args.iters), ("mlp", args.iters)][1 if args.mlp_only else 0 :]
     seconds: dict[str, float] = {}
     while runs:
         kind, iters = runs.pop(0)
         torch.manual_seed(0)
         model = build(spec)
         if kind == "mlp":
-            model.synthesis = mlp_like(spec.levels, spec.channels, kan_params)
+            model.synthesis = mlp_like(spec.levels, spec.channels, kan_params, args.act)
         res = train(pixels, spec, recipe, iters, torch.device("cpu"), None,
-                    budget, fixed, model=model)  # fmt: skip
+                    budget * recipe.target_frac, fixed, model=model)  # fmt: skip
         seconds.setdefault(kind, res.seconds)
         if args.equal_time and kind == "mlp" and iters == args.iters:
             runs.append(("mlp", round(args.iters * seconds["kan"] / seconds["mlp"])))
-        row = {"synthesis": kind, "steps": iters, "seconds": round(res.seconds, 1)}
+        row = {"synthesis": kind if kind == "kan" else f"mlp-{args.act}", "steps": iters,
+               "seconds": round(res.seconds, 1)}  # fmt: skip
         if kind == "kan":  # the real file
             data, _, _ = serialise(pixels.shape, spec, model, rounded(model), 9)
             dec = decode_bytes(data)
