@@ -140,10 +140,11 @@ def test_dense_layer_is_float32_in_input_order() -> None:
         assert np.allclose(ours, ref, atol=1e-5)
 
 
-def test_a_latent_decode_loads_neither_torch_nor_numba() -> None:
+@pytest.mark.parametrize("name", ["tiny_latent.kc", "tiny_latent_mlp.kc"])
+def test_a_latent_decode_loads_neither_torch_nor_numba(name: str) -> None:
     code = (
         "import sys; import kancoin;"
-        f"kancoin.decode(open({str(GOLDEN / 'tiny_latent.kc')!r}, 'rb').read());"
+        f"kancoin.decode(open({str(GOLDEN / name)!r}, 'rb').read());"
         "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
