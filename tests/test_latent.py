@@ -457,6 +457,16 @@ def test_options_the_latent_encoder_does_not_use_are_refused(option: dict) -> No
         EncodeOptions(arch="latent", **option)
 
 
+@pytest.mark.parametrize("option", [{"grid_size": 6}, {"spline_order": 2}])
+def test_spline_options_are_refused_with_the_mlp_synthesis(option: dict) -> None:
+    """An MLP has no B-splines: a spline override is refused in one line, not stored unused."""
+    from kancoin.codec.encode import plan
+
+    with pytest.raises(KancoinError, match="--synthesis mlp has neither"):
+        plan((256, 384, 3), EncodeOptions(arch="latent", synthesis="mlp", **option))
+    assert not plan((256, 384, 3), EncodeOptions(arch="latent", **option)).mlp
+
+
 def test_float_psnr_is_the_unquantized_synthesis_on_the_whole_image(encoded) -> None:
     """float_psnr: the file's grids through the float synthesis on every pixel, measured apart
     from the decoder; the file (synthesis at 9+ bits) loses little to it."""

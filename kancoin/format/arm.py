@@ -163,12 +163,14 @@ def decode_grid(
     h, w = shape
     q = np.zeros((h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT))  # padded, flat, exact integers
     offs = _offsets(w)
-    mus, scales = [], []
+    mus: list[np.ndarray] = []
+    scales: list[np.ndarray] = []
     for idx in _coding_order(h, w)[1]:
         mu, scale = forward(params, q[idx[:, None] + offs], bits)
         q[idx] = np.asarray(dec.decode(fam, offset + mu, scale), np.float64) - offset
-        mus.append(mu)
-        scales.append(scale)
+        if laplaces is not None:
+            mus.append(mu)
+            scales.append(scale)
     if laplaces is not None:
         laplaces.append((np.concatenate(mus), np.concatenate(scales)))
     return q.reshape(h + PAD_TOP, -1)[PAD_TOP:, PAD_LEFT : PAD_LEFT + w].astype(np.int64)

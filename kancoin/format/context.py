@@ -294,9 +294,9 @@ def _decode_tensors(header, dec, sizes, layout, laplaces=None) -> list[np.ndarra
                 from kancoin.format import arm
 
                 net = net or arm_params(header, out)
-                got: list = []
+                got: list | None = None if laplaces is None else []
                 q = arm.decode_grid(dec, shapes[i], b, net, got)
-                if laplaces is not None:
+                if got:
                     laplaces[i] = got[0]
             else:
                 if table is None:

@@ -196,12 +196,11 @@ DEFAULT_LEVELS = 7
 # 1/2 … 1/128: a trained kodim23 file at 0.3 bpp left its full-resolution grid all zeros
 DEFAULT_FIRST_LEVEL = 1
 DEFAULT_HIDDEN = (16,)
-# the synthesis by default, and each one's hidden widths (the MLP's: about the KAN's
-# parameters, so about its bytes). The MLP is the better one at equal bytes (Kodak, 24
-# images at 0.3 bpp: 29.83 dB against 29.62, every image better) but decodes about 35 %
-# slower; the default stays the codec's KAN (docs/research/latent.md)
+DEFAULT_MLP_HIDDEN = (32, 32)  # the MLP synthesis: about the KAN's parameters, so its bytes
+# The MLP is the better synthesis at equal bytes (Kodak, 24 images at 0.3 bpp: 29.83 dB
+# against 29.62, every image better) but decodes about 35 % slower; the default stays the
+# codec's KAN (docs/research/latent.md)
 DEFAULT_SYNTHESIS = "kan"
-HIDDEN = {"kan": DEFAULT_HIDDEN, "mlp": (32, 32)}
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
 # a Laplace per grid and context centred on a prediction from 4 neighbours (7 contexts): on
@@ -313,7 +312,11 @@ class LatentFamily(NetFamily):
 
         arm_hidden = arm_width(budget)
         synthesis = ov.synthesis or DEFAULT_SYNTHESIS
-        default_hidden = HIDDEN[synthesis]
+        mlp = synthesis == "mlp"
+        if mlp and (ov.grid_size is not None or ov.spline_order is not None):
+            raise KancoinError("--grid-size and --spline-order shape the KAN synthesis; "
+                               "--synthesis mlp has neither")  # fmt: skip
+        default_hidden = DEFAULT_MLP_HIDDEN if mlp else DEFAULT_HIDDEN
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
             models = ({"context": 0, "predictor": 0, "arm": arm_hidden} if arm_hidden else
