@@ -124,7 +124,7 @@ def test_settings_key_on_every_option_but_where_it_runs():
         optimizer="lbfgs", bit_alloc="tensor", qat=0.2, qat_lr=0.05, coding="fixed",
         compile="default",
     )  # fmt: skip
-    latent_changes = dict(lmbda=0.01, levels=5, synthesis="mlp")  # the latent family's own options
+    latent_changes = dict(lmbda=0.01, levels=5, synthesis="kan")  # the latent family's own options
     assert set(changes) | set(latent_changes) | {"bpp", "arch", "iters"} == RESULT_OPTIONS
     names, keys = [base.name], [base.key()]
     latent = setting("latent")

@@ -467,6 +467,27 @@ def test_spline_options_are_refused_with_the_mlp_synthesis(option: dict) -> None
     assert not plan((256, 384, 3), EncodeOptions(arch="latent", **option)).mlp
 
 
+def test_the_default_synthesis_is_the_mlp_and_rows_know_which_they_used() -> None:
+    """The default encode trains the MLP synthesis; a B-spline option alone chooses the KAN.
+    The eval's row key names the synthesis resolved, so a row made under another default is
+    not taken for this one's, and the description says which network it is."""
+    from kancoin.codec.encode import plan
+    from kancoin.eval.settings import make_settings
+
+    assert plan((256, 384, 3), EncodeOptions(arch="latent")).mlp
+    assert EncodeOptions(arch="latent").resolved_synthesis == "mlp"
+    assert EncodeOptions(arch="latent", grid_size=6).resolved_synthesis == "kan"
+    assert EncodeOptions(arch="kan").resolved_synthesis is None
+    default, kan = (
+        make_settings([0.3], ["latent"], [], EncodeOptions(**kw), "cpu")[0]
+        for kw in ({}, {"synthesis": "kan"})
+    )  # fmt: skip
+    assert default.key()["options"]["synthesis"] == "mlp"
+    assert kan.key()["options"]["synthesis"] == "kan"
+    assert "(MLP synthesis)" in default.description()
+    assert "(KAN synthesis)" in kan.description()
+
+
 def test_float_psnr_is_the_unquantized_synthesis_on_the_whole_image(encoded) -> None:
     """float_psnr: the file's grids through the float synthesis on every pixel, measured apart
     from the decoder; the file (synthesis at 9+ bits) loses little to it."""
@@ -513,13 +534,14 @@ def test_a_file_far_over_is_brought_down_by_training_before_the_dead_zone() -> N
     opts = EncodeOptions(arch="latent", bpp=0.3, iters=150, batch_size=512, device="cpu",
                          threads=1)  # fmt: skip
     # λ held a little too low (no rate control in training): the grids end a few % over
-    recipe = LatentRecipe(batch=512, hard=0.1, lr=opts.resolved_lr, lmbda0=3e-4,
+    lmbda0 = 5e-5
+    recipe = LatentRecipe(batch=512, hard=0.1, lr=opts.resolved_lr, lmbda0=lmbda0,
                           control_until=0.0)  # fmt: skip
     budget = int(0.3 * 128 * 128 // 8)
     trimmed = encode_latent(crop(128, 128), opts, recipe=replace(recipe, refine=0.0))
     trained = encode_latent(crop(128, 128), opts, recipe=recipe)
     assert trimmed.steps == 150 and trained.steps > 150  # the phase ran
-    assert trained.extra["lmbda"] > 3e-4  # at a λ moved up by the miss
+    assert trained.extra["lmbda"] > lmbda0  # at a λ moved up by the miss
     assert trained.extra["deadzone"] < trimmed.extra["deadzone"]
     assert len(trained.data) <= budget
 

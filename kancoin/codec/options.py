@@ -18,7 +18,7 @@ from kancoin.format.layout import CODINGS
 from kancoin.format.quant import MAX_BITS, MIN_BITS
 from kancoin.nets import ARCHS, Overrides, family
 from kancoin.nets.kan import BASES
-from kancoin.nets.latent import DEFAULT_SYNTHESIS, SYNTHESES
+from kancoin.nets.latent import DEFAULT_SYNTHESIS, SYNTHESES, resolved_synthesis
 
 DEFAULT_ITERS = 10_000
 DEFAULT_BATCH = 10_000
@@ -223,6 +223,15 @@ class EncodeOptions:
     @property
     def qat_iters(self) -> int:
         return int(round(self.iters * self.resolved_qat))
+
+    @property
+    def resolved_synthesis(self) -> str | None:
+        """latent: the synthesis network the encode trains; None for the other families."""
+        if self.arch != "latent":
+            return None
+        return resolved_synthesis(
+            self.synthesis, self.grid_size is not None or self.spline_order is not None
+        )
 
     @property
     def resolved_bits(self) -> int:

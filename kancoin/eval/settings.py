@@ -93,7 +93,11 @@ class Setting:
         if self.options is not None:
             o = self.options
             label = family(self.kind).label
-            extra = "".join(f", {k} {v}" for k, v in self.changed().items())
+            if o.resolved_synthesis:
+                label += f" ({o.resolved_synthesis.upper()} synthesis)"
+            extra = "".join(
+                f", {k} {v}" for k, v in self.changed().items() if k != "synthesis"
+            )  # fmt: skip
             return (
                 f"kancoin {self.encoder} {label}, up to {o.resolved_bits}-bit weights, "
                 f"{o.coding} coding, {o.iters} {o.optimizer} steps ({o.resolved_qat:.0%} "
@@ -114,6 +118,8 @@ class Setting:
                 if k not in RUN_OPTIONS and k != "effort"
             }  # fmt: skip
             opts["bits"] = self.options.resolved_bits
+            # a row made under another default synthesis is not this setting's
+            opts["synthesis"] = self.options.resolved_synthesis
             key |= {"device": self.device, "encoder": self.encoder, "options": opts}
         return key
 

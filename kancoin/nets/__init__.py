@@ -48,7 +48,7 @@ def register(entry: Entry) -> Entry:
 
 register(Entry("kan", 0, "KAN", "kancoin.nets.kan.family:KanFamily"))
 register(Entry("siren", 1, "SIREN", "kancoin.nets.siren:SirenFamily"))
-register(Entry("latent", 2, "latent KAN", "kancoin.nets.latent:LatentFamily", weights_only=False))
+register(Entry("latent", 2, "latent", "kancoin.nets.latent:LatentFamily", weights_only=False))
 
 ARCHS: tuple[str, ...] = tuple(_ENTRIES)
 # the families a weights-only study (sweep, quantization study) runs on

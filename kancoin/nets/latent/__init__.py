@@ -197,10 +197,18 @@ DEFAULT_LEVELS = 7
 DEFAULT_FIRST_LEVEL = 1
 DEFAULT_HIDDEN = (16,)
 DEFAULT_MLP_HIDDEN = (32, 32)  # the MLP synthesis: about the KAN's parameters, so its bytes
-# The MLP is the better synthesis at equal bytes (Kodak, 24 images at 0.3 bpp: 29.83 dB
-# against 29.62, every image better) but decodes about 35 % slower; the default stays the
-# codec's KAN (docs/research/latent.md)
-DEFAULT_SYNTHESIS = "kan"
+# The MLP is the better synthesis at equal bytes and equal steps (Kodak, 24 images at 0.3
+# bpp: 29.83 dB against the KAN's 29.62, every image better; four images at 0.6 bpp +0.37),
+# so it is the default; it decodes about 35 % slower (docs/research/latent.md)
+DEFAULT_SYNTHESIS = "mlp"
+
+
+def resolved_synthesis(synthesis: str | None, splines: bool = False) -> str:
+    """The synthesis an encode trains: ``synthesis`` if given; else the KAN when a B-spline
+    option (``splines``: --grid-size, --spline-order) is given, as they shape only it; else
+    ``DEFAULT_SYNTHESIS``."""
+    return synthesis or ("kan" if splines else DEFAULT_SYNTHESIS)
+
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
 # a Laplace per grid and context centred on a prediction from 4 neighbours (7 contexts): on
@@ -225,7 +233,7 @@ MIN_GRID_BYTES = 200  # the header and the smallest useful grids, beside the syn
 class LatentFamily(NetFamily):
     name = "latent"
     arch_id = 2
-    label = "latent KAN"
+    label = "latent"
     since_version = SINCE
     spec_type = LatentSpec
     header_fields = HEADER_FIELDS
@@ -311,9 +319,10 @@ class LatentFamily(NetFamily):
         budget = budget_bytes(bpp, height, width)
 
         arm_hidden = arm_width(budget)
-        synthesis = ov.synthesis or DEFAULT_SYNTHESIS
+        splines = ov.grid_size is not None or ov.spline_order is not None
+        synthesis = resolved_synthesis(ov.synthesis, splines)
         mlp = synthesis == "mlp"
-        if mlp and (ov.grid_size is not None or ov.spline_order is not None):
+        if mlp and splines:
             raise KancoinError("--grid-size and --spline-order shape the KAN synthesis; "
                                "--synthesis mlp has neither")  # fmt: skip
         default_hidden = DEFAULT_MLP_HIDDEN if mlp else DEFAULT_HIDDEN
