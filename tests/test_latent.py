@@ -434,14 +434,14 @@ def test_untrained_files_decode_as_the_reference(
 
 def test_each_family_runs_its_own_preset_in_eval() -> None:
     """`kancoin eval --arch kan --arch latent`: a preset is each family's own (fast: 3,000
-    KAN steps, 1,000 latent ones; default: 10,000 and 10,000); iters given by the user stay."""
+    KAN steps, 1,000 latent ones; default: 10,000 and 12,000); iters given by the user stay."""
     from kancoin.eval.settings import make_settings
 
     fast = EncodeOptions(effort="fast")
     kan, latent = make_settings([0.3], ["kan", "latent"], [], fast, "cpu")
     assert (kan.options.iters, latent.options.iters) == (3_000, 1_000)
     kan, latent = make_settings([0.3], ["kan", "latent"], [], EncodeOptions(), "cpu")
-    assert (kan.options.iters, latent.options.iters) == (10_000, 10_000)
+    assert (kan.options.iters, latent.options.iters) == (10_000, 12_000)
     kan, latent = make_settings([0.3], ["kan", "latent"], [], EncodeOptions(iters=500), "cpu")
     assert kan.options.iters == latent.options.iters == 500
 
