@@ -99,7 +99,8 @@ def main() -> None:
     ap.add_argument("--mlp-only", action="store_true", help="skip the KAN run")
     args = ap.parse_args()
     pixels, _ = load_image(args.image)
-    opts = EncodeOptions(arch="latent", bpp=args.bpp, iters=args.iters, device="cpu")
+    opts = EncodeOptions(arch="latent", bpp=args.bpp, iters=args.iters, device="cpu",
+                         synthesis="kan")  # fmt: skip
     spec = plan(pixels.shape, opts)
     # aimed at by λ as the encoder aims (neither is refitted to the last byte)
     budget = budget_bytes(args.bpp, *pixels.shape[:2])

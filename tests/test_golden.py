@@ -85,13 +85,15 @@ def test_latent_golden_decode_is_pinned() -> None:
 
     kc, png = LATENT
     if os.environ.get("KANCOIN_REGEN_GOLDEN"):
-        opts = EncodeOptions(arch="latent", bpp=4.0, iters=300, batch_size=24 * 24, device="cpu")
+        opts = EncodeOptions(arch="latent", bpp=4.0, iters=300, batch_size=24 * 24, device="cpu",
+                             synthesis="kan")  # fmt: skip
         res = encode_pixels(crop(40, 48), opts)
         kc.write_bytes(res.data)
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (40, 48, 3) and decoded.header.version == VERSION
     assert decoded.header.spec.arch == "latent" and decoded.header.spec.predictor == 1
+    assert not decoded.header.spec.mlp  # the KAN synthesis (tiny_latent_mlp.kc: the MLP)
     assert np.array_equal(decoded.pixels, _png(png))
     diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
     assert diff.max() <= 1 and np.count_nonzero(diff) <= 5
@@ -151,7 +153,8 @@ def test_latent_network_golden_decode_is_pinned() -> None:
         saved = family.DEFAULT_ARM, family.ARM_SHARE
         family.DEFAULT_ARM, family.ARM_SHARE = 6, 1.0  # a network for this small budget
         try:
-            opts = EncodeOptions(arch="latent", bpp=1.0, iters=300, batch_size=1024, device="cpu")
+            opts = EncodeOptions(arch="latent", bpp=1.0, iters=300, batch_size=1024, device="cpu",
+                                 synthesis="kan")  # fmt: skip
             res = encode_pixels(crop(64, 96), opts)
         finally:
             family.DEFAULT_ARM, family.ARM_SHARE = saved
@@ -160,7 +163,7 @@ def test_latent_network_golden_decode_is_pinned() -> None:
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (64, 96, 3) and decoded.header.version == VERSION
     spec = decoded.header.spec
-    assert spec.arm == 6 and spec.context == 0 and spec.predictor == 0
+    assert spec.arm == 6 and spec.context == 0 and spec.predictor == 0 and not spec.mlp
     assert np.array_equal(decoded.pixels, _png(png))
     diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
     assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.001 * diff.size + 3

@@ -444,6 +444,14 @@ def test_each_family_runs_its_own_preset_in_eval() -> None:
     assert (kan.options.iters, latent.options.iters) == (10_000, 12_000)
     kan, latent = make_settings([0.3], ["kan", "latent"], [], EncodeOptions(iters=500), "cpu")
     assert kan.options.iters == latent.options.iters == 500
+    # steps given that equal another family's preset stay too, in either order, and through
+    # every replace on the way (the device's)
+    for archs, iters in ((["latent", "kan"], 12_000), (["kan", "latent"], 10_000)):
+        base = EncodeOptions(arch=archs[0], iters=iters).replace(device="cpu")
+        settings = make_settings([0.3], archs, [], base, "cpu")
+        assert [s.options.iters for s in settings] == [iters, iters]
+    preset = EncodeOptions(arch="latent").replace(device="cpu").replace(arch="kan")
+    assert preset.iters == 10_000
 
 
 @pytest.mark.parametrize(

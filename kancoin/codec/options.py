@@ -124,8 +124,13 @@ class EncodeOptions:
     )
     width: int | None = _opt(None, "Hidden layer width (override).", lo=1, hi=4095)
     depth: int | None = _opt(None, "Number of hidden layers (override).", lo=1, hi=30)
-    grid_size: int | None = _opt(None, "KAN grid intervals G (override).", lo=1, hi=4095)
-    spline_order: int | None = _opt(None, "B-spline order k (override).", lo=1, hi=7)
+    grid_size: int | None = _opt(
+        None, "KAN grid intervals G (override; latent: chooses the KAN synthesis).",
+        lo=1, hi=4095,
+    )  # fmt: skip
+    spline_order: int | None = _opt(
+        None, "B-spline order k (override; latent: chooses the KAN synthesis).", lo=1, hi=7
+    )
     first_grid_size: int | None = _opt(
         None, "B-spline KAN: the first layer's grid G1 (override; 0: the same as G).",
         lo=0, hi=4095,
@@ -160,6 +165,9 @@ class EncodeOptions:
         for f in fields(self):
             f.metadata["info"].check(f.name, getattr(self, f.name))
         check_device(self.device)
+        # whether the steps are the preset's (iters not given): they then follow a new preset
+        # or family (``replace``); steps the user gave stay, even when equal to a preset's
+        object.__setattr__(self, "preset_iters", self.iters is None)
         if self.iters is None:
             object.__setattr__(self, "iters", family(self.arch).effort_iters[self.effort])
         fam = family(self.arch)
@@ -189,12 +197,8 @@ class EncodeOptions:
         return default, f.metadata["info"], f.type
 
     def replace(self, **changes: Any) -> EncodeOptions:
-        if "iters" not in changes:
-            preset = family(self.arch).effort_iters[self.effort]
-            if "effort" in changes or ("arch" in changes and self.iters == preset):
-                # the new preset's (or the new family's preset's) steps: iters that are the
-                # preset's follow it, as if not given
-                changes["iters"] = None
+        if "iters" not in changes and (self.preset_iters or "effort" in changes):
+            changes["iters"] = None  # the (new) preset's steps, of the (new) family
         return replace(self, **changes)
 
     @property

@@ -1,8 +1,9 @@
-"""The latent family: a pyramid of entropy-coded latent grids decoded by a small KAN.
+"""The latent family: a pyramid of entropy-coded latent grids decoded by a small network.
 
 The file stores L one-channel grids (level l: ceil(H / 2^l) × ceil(W / 2^l) integers, each
-grid with its own step and entropy model) and a B-spline KAN synthesis network (L inputs, the
-grids interpolated to each pixel; ``channels`` outputs). Decoding range-decodes the grids,
+grid with its own step and entropy model) and a synthesis network (L inputs, the grids
+interpolated to each pixel; ``channels`` outputs): an MLP by default (format 9), or a B-spline
+KAN. Decoding range-decodes the grids,
 interpolates them to the pixel grid (``grids``) and runs the synthesis (``render``): numpy
 alone, no torch and no numba. Training (``kancoin.codec.latent``)
 learns the grids and the network together with the rate in the loss (the family of Cool-chic
@@ -259,6 +260,13 @@ class LatentFamily(NetFamily):
         the phase still trained the latents, which it now holds at their integers)."""
         return min(0.1, MAX_HARD_STEPS / max(1, iters))
 
+    def check_overrides(self, ov: Overrides, extend: int = 0) -> None:
+        super().check_overrides(ov, extend)
+        splines = ov.grid_size is not None or ov.spline_order is not None
+        if splines and ov.synthesis == "mlp":  # refused before any work, not stored unused
+            raise KancoinError("--grid-size and --spline-order shape the KAN synthesis; "
+                               "--synthesis mlp has neither")  # fmt: skip
+
     # -- the file ---------------------------------------------------------------------------
     def input_width(self, values: dict[str, Any]) -> int:
         return values["levels"]
@@ -325,9 +333,6 @@ class LatentFamily(NetFamily):
         splines = ov.grid_size is not None or ov.spline_order is not None
         synthesis = resolved_synthesis(ov.synthesis, splines)
         mlp = synthesis == "mlp"
-        if mlp and splines:
-            raise KancoinError("--grid-size and --spline-order shape the KAN synthesis; "
-                               "--synthesis mlp has neither")  # fmt: skip
         default_hidden = DEFAULT_MLP_HIDDEN if mlp else DEFAULT_HIDDEN
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
