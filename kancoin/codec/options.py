@@ -231,11 +231,7 @@ class EncodeOptions:
     @property
     def resolved_synthesis(self) -> str | None:
         """latent: the synthesis network the encode trains; None for the other families."""
-        if self.arch != "latent":
-            return None
-        return resolved_synthesis(
-            self.synthesis, self.grid_size is not None or self.spline_order is not None
-        )
+        return resolved_synthesis(self.overrides) if self.arch == "latent" else None
 
     @property
     def resolved_bits(self) -> int:

@@ -204,11 +204,16 @@ DEFAULT_MLP_HIDDEN = (32, 32)  # the MLP synthesis: about the KAN's parameters, 
 DEFAULT_SYNTHESIS = "mlp"
 
 
-def resolved_synthesis(synthesis: str | None, splines: bool = False) -> str:
-    """The synthesis an encode trains: ``synthesis`` if given; else the KAN when a B-spline
-    option (``splines``: --grid-size, --spline-order) is given, as they shape only it; else
-    ``DEFAULT_SYNTHESIS``."""
-    return synthesis or ("kan" if splines else DEFAULT_SYNTHESIS)
+def splines_given(ov: Overrides) -> bool:
+    """Whether a B-spline option (--grid-size, --spline-order) is given: they shape only the
+    KAN synthesis."""
+    return ov.grid_size is not None or ov.spline_order is not None
+
+
+def resolved_synthesis(ov: Overrides) -> str:
+    """The synthesis an encode trains: the one asked for; else the KAN when a B-spline option
+    is given; else ``DEFAULT_SYNTHESIS``."""
+    return ov.synthesis or ("kan" if splines_given(ov) else DEFAULT_SYNTHESIS)
 
 DEFAULT_GRID = 5
 DEFAULT_BOUND = 2.0
@@ -262,8 +267,7 @@ class LatentFamily(NetFamily):
 
     def check_overrides(self, ov: Overrides, extend: int = 0) -> None:
         super().check_overrides(ov, extend)
-        splines = ov.grid_size is not None or ov.spline_order is not None
-        if splines and ov.synthesis == "mlp":  # refused before any work, not stored unused
+        if ov.synthesis == "mlp" and splines_given(ov):  # refused before any work
             raise KancoinError("--grid-size and --spline-order shape the KAN synthesis; "
                                "--synthesis mlp has neither")  # fmt: skip
 
@@ -330,10 +334,8 @@ class LatentFamily(NetFamily):
         budget = budget_bytes(bpp, height, width)
 
         arm_hidden = arm_width(budget)
-        splines = ov.grid_size is not None or ov.spline_order is not None
-        synthesis = resolved_synthesis(ov.synthesis, splines)
-        mlp = synthesis == "mlp"
-        default_hidden = DEFAULT_MLP_HIDDEN if mlp else DEFAULT_HIDDEN
+        synthesis = resolved_synthesis(ov)
+        default_hidden = DEFAULT_MLP_HIDDEN if synthesis == "mlp" else DEFAULT_HIDDEN
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
             models = ({"context": 0, "predictor": 0, "arm": arm_hidden} if arm_hidden else
