@@ -90,7 +90,7 @@ def test_info(encoded) -> None:
     info = json.loads(proc.stdout)
     assert info["params"] == rep["params"] and info["bits"] >= rep["bits"]
     assert max(t["bits"] for t in info["tensors"]) == rep["bits"]  # the deepest tensor's
-    assert info["coding"] == "range" and info["format_version"] == 9
+    assert info["coding"] == "range" and info["format_version"] == 10
     assert info["basis"] == "bspline"
     assert info["file_bytes"] == kc.stat().st_size and (info["width"], info["height"]) == (56, 40)
     assert "grid" in run("info", kc).stdout
@@ -223,7 +223,7 @@ def _field_mutation(d: bytes) -> bytes:
     "mutate,pattern",
     [
         (lambda d: b"XXXX" + d[4:], "magic"),
-        (lambda d: d[:4] + bytes([10]) + d[5:], "version"),
+        (lambda d: d[:4] + bytes([200]) + d[5:], "version"),
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:-6] + bytes([d[-6] ^ 1]) + d[-5:], "crc"),
         (_field_mutation, "out of range"),

@@ -2,15 +2,14 @@
 
 tests/golden/ holds, per format version, a file and the PNG it must decode to, exactly:
 
-- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 9), range-coded, written by
+- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 10), range-coded, written by
   the KAN encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
   data/kodim23.png; ``tiny_latent.kc`` / ``tiny_latent_decoded.png``: the same crop, 40x48,
   by the latent encoder (its grids coded with the predictor); ``tiny_latent_arm.kc`` /
   ``tiny_latent_arm_decoded.png``: a 64x96 crop whose grids are coded by the latents'
   autoregressive network (a 7-6-6-2 network); ``tiny_latent_mlp.kc`` /
-  ``tiny_latent_mlp_decoded.png``: the same crop with the MLP synthesis. If the format or the
-  decoder
-  changes on purpose, regenerate them with
+  ``tiny_latent_mlp_decoded.png``: the same crop with the MLP synthesis (in fixed point). If
+  the format or the decoder changes on purpose, regenerate them with
 
       KANCOIN_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 
@@ -23,7 +22,8 @@ tests/golden/ holds, per format version, a file and the PNG it must decode to, e
   entropy-model field), ``tiny_v6.kc`` and ``tiny_latent_v6.kc`` (the latent family, its grids
   under zero-mean context Laplaces), ``tiny_v7.kc`` and ``tiny_latent_v7.kc`` (the latents'
   predictor), ``tiny_v8.kc``, ``tiny_latent_v8.kc`` and ``tiny_latent_arm_v8.kc`` (the
-  latents' network), each with its ``_decoded.png``: older
+  latents' network), ``tiny_v9.kc``, ``tiny_latent_v9.kc``, ``tiny_latent_arm_v9.kc`` and
+  ``tiny_latent_mlp_v9.kc`` (the MLP synthesis in float32), each with its ``_decoded.png``: older
   versions, never regenerated: files users already have must keep decoding to the same pixels.
 """
 
@@ -64,7 +64,7 @@ def test_golden_decode_is_pinned() -> None:
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (24, 32, 3)
-    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 9
+    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 10
     spec = decoded.header.spec
     assert spec.basis == "bspline" and spec.first_grid_size == 16 and spec.grid_size != 16
     assert np.array_equal(decoded.pixels, _png(png))
@@ -81,7 +81,7 @@ def test_golden_png_is_the_independent_decode() -> None:
 
 
 def test_latent_golden_decode_is_pinned() -> None:
-    from .test_latent import latent_reference_decode
+    from .test_latent import assert_near_reference
 
     kc, png = LATENT
     if os.environ.get("KANCOIN_REGEN_GOLDEN"):
@@ -95,12 +95,11 @@ def test_latent_golden_decode_is_pinned() -> None:
     assert decoded.header.spec.arch == "latent" and decoded.header.spec.predictor == 1
     assert not decoded.header.spec.mlp  # the KAN synthesis (tiny_latent_mlp.kc: the MLP)
     assert np.array_equal(decoded.pixels, _png(png))
-    diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
-    assert diff.max() <= 1 and np.count_nonzero(diff) <= 5
+    assert_near_reference(_png(png), kc.read_bytes())
 
 
 @pytest.mark.parametrize(
-    "version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1)]
+    "version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1)]
 )
 def test_older_versions_still_decode(version: int, coding: int) -> None:
     decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
@@ -118,27 +117,30 @@ def test_older_versions_still_decode(version: int, coding: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "name, version, predictor, context, arm",
-    [("latent_v6", 6, 0, 4, 0), ("latent_v7", 7, 1, 7, 0), ("latent_v8", 8, 1, 7, 0),
-     ("latent_arm_v8", 8, 0, 0, 6)],
+    "name, version, predictor, context, arm, mlp",
+    [("latent_v6", 6, 0, 4, 0, False), ("latent_v7", 7, 1, 7, 0, False),
+     ("latent_v8", 8, 1, 7, 0, False), ("latent_arm_v8", 8, 0, 0, 6, False),
+     ("latent_v9", 9, 1, 7, 0, False), ("latent_arm_v9", 9, 0, 0, 6, False),
+     ("latent_mlp_v9", 9, 1, 7, 0, True)],
 )  # fmt: skip
 def test_older_latent_files_still_decode(
-    name: str, version: int, predictor: int, context: int, arm: int
+    name: str, version: int, predictor: int, context: int, arm: int, mlp: bool
 ) -> None:
     """A latent file of format 6 (no predictor field: zero-mean context Laplaces), 7 (the
-    predictor; no network field) or 8 (no synthesis field: a KAN) decodes to its pixels,
-    which the independent decode also gives."""
-    from .test_latent import latent_reference_decode
+    predictor; no network field), 8 (no synthesis field: a KAN) or 9 (no fixed-point field:
+    an MLP synthesis in float32) decodes to its pixels, which the independent decode also
+    gives."""
+    from .test_latent import assert_near_reference
 
     data = (GOLDEN / f"tiny_{name}.kc").read_bytes()
     decoded = decode_bytes(data)
     spec = decoded.header.spec
     assert decoded.header.version == version and spec.predictor == predictor
-    assert spec.context == context and spec.arm == arm and not spec.mlp
+    assert spec.context == context and spec.arm == arm and spec.mlp == mlp
+    assert spec.fixed_frac == 0
     expected = _png(GOLDEN / f"tiny_{name}_decoded.png")
     assert np.array_equal(decoded.pixels, expected)
-    diff = np.abs(latent_reference_decode(data).astype(int) - expected.astype(int))
-    assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.001 * diff.size + 3
+    assert_near_reference(expected, data)
 
 
 def test_latent_network_golden_decode_is_pinned() -> None:
@@ -146,7 +148,7 @@ def test_latent_network_golden_decode_is_pinned() -> None:
     decodes to its pinned pixels, which the independent decode also gives."""
     import kancoin.nets.latent as family
 
-    from .test_latent import latent_reference_decode
+    from .test_latent import assert_near_reference
 
     kc, png = LATENT_ARM
     if os.environ.get("KANCOIN_REGEN_GOLDEN"):
@@ -165,14 +167,13 @@ def test_latent_network_golden_decode_is_pinned() -> None:
     spec = decoded.header.spec
     assert spec.arm == 6 and spec.context == 0 and spec.predictor == 0 and not spec.mlp
     assert np.array_equal(decoded.pixels, _png(png))
-    diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
-    assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.001 * diff.size + 3
+    assert_near_reference(_png(png), kc.read_bytes())
 
 
 def test_latent_mlp_golden_decode_is_pinned() -> None:
     """A file with the MLP synthesis decodes to its pinned pixels, which the independent
     decode (torch's float64 layers) also gives."""
-    from .test_latent import latent_reference_decode
+    from .test_latent import assert_near_reference
 
     kc, png = LATENT_MLP
     if os.environ.get("KANCOIN_REGEN_GOLDEN"):
@@ -184,7 +185,6 @@ def test_latent_mlp_golden_decode_is_pinned() -> None:
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (64, 96, 3) and decoded.header.version == VERSION
     spec = decoded.header.spec
-    assert spec.mlp and len(spec.widths) == 4
+    assert spec.mlp and len(spec.widths) == 4 and spec.fixed_frac == 16
     assert np.array_equal(decoded.pixels, _png(png))
-    diff = np.abs(latent_reference_decode(kc.read_bytes()).astype(int) - _png(png).astype(int))
-    assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.001 * diff.size + 3
+    assert_near_reference(_png(png), kc.read_bytes())

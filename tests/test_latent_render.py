@@ -100,7 +100,7 @@ def test_layer_forward_matches_the_kernels(n_out: int) -> None:
 
 @pytest.mark.parametrize(
     "name", ["tiny_latent.kc", "tiny_latent_arm.kc", "tiny_latent_mlp.kc", "tiny_latent_v7.kc",
-             "tiny_latent_v6.kc"],
+             "tiny_latent_v6.kc", "tiny_latent_mlp_v9.kc"],
 )  # fmt: skip
 def test_render_does_not_depend_on_threads_or_chunks(name: str) -> None:
     header, q = read_bytes((GOLDEN / name).read_bytes())

@@ -176,15 +176,6 @@ def decode_grid(
     return q.reshape(h + PAD_TOP, -1)[PAD_TOP:, PAD_LEFT : PAD_LEFT + w].astype(np.int64)
 
 
-def one_blas_thread():
-    """A context holding BLAS to one thread: the decoder's products are a few hundred rows
-    each, on which OpenBLAS's threads cost more than they give (about twice the time of a
-    grid's decode on a loaded two-core machine). The products are exact either way."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
-
-
 def ideal_bits(q: np.ndarray, bits: int, params: list[np.ndarray]) -> float:
     """Bits of grid q (stored on ``bits`` bits) under the network's Laplaces, continuous on
     unit bins and renormalised on the stored range (the estimate the coded size is compared

@@ -271,9 +271,9 @@ def decode_stream(
         return entropy.decode(data, sizes, header.tensor_bits, list(header.emodels))
     dec = entropy.new_decoder(data)
     if layout.arm is not None:
-        from kancoin.format import arm
+        from kancoin.nets.latent.render import one_blas_thread
 
-        with arm.one_blas_thread():
+        with one_blas_thread():
             return _decode_tensors(header, dec, sizes, layout, laplaces)
     return _decode_tensors(header, dec, sizes, layout)
 

@@ -29,7 +29,7 @@ from kancoin.imageio import MAX_SIDE
 from kancoin.nets import entries, families
 
 MAGIC = b"KANC"
-VERSION = 9
+VERSION = 10
 # what each version added (docs/format.md)
 VERSIONS = {
     1: "fixed-width payload, every tensor at the header's bits; B-spline KAN or SIREN",
@@ -43,6 +43,7 @@ VERSIONS = {
     8: "the latents' autoregressive network (`arm`): Laplaces from a small fixed-point "
        "network of 7 causal neighbours",
     9: "the latent family's MLP synthesis (`synthesis`)",
+    10: "the MLP synthesis in fixed point (`fixed_frac`): exact matrix products, a GELU table",
 }
 READ_VERSIONS = tuple(VERSIONS)
 CODINGS = ("fixed", "range")

@@ -37,6 +37,9 @@ PREDICTOR_TAPS = 4  # causal neighbours a predictor weighs (``format.context.NEI
 ARM_SINCE = 8  # the version that added the latents' autoregressive network
 SYNTHESIS_SINCE = 9  # the version that added the MLP synthesis
 SYNTHESES = ("kan", "mlp")  # the ``synthesis`` field's values, in order
+FIXED_SINCE = 10  # the version that added the MLP synthesis in fixed point
+FIXED_FRAC = 16  # what an encode writes: the MLP's activations in units of 2^−16
+FIXED_FRACS = (14, 20)  # the fixed point's fraction bits F a file may give
 
 HEADER_FIELDS = (
     Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
@@ -64,6 +67,11 @@ HEADER_FIELDS = (
               "per layer a base weight (O, I), spline coefficients (O, I, G + k), a bias "
               "(O,)); 1 an MLP, GELU (tanh form) after each hidden layer (per layer a "
               "weight (O, I) and a bias (O,); the three B-spline fields are stored, unused)"),
+    Field("fixed_frac", "uint:5", 0, FIXED_FRACS[1], since=FIXED_SINCE, default=0,
+          doc="the MLP synthesis's arithmetic: 0, float32 elementwise, each sum in a fixed "
+              f"order (version 9); F in {FIXED_FRACS[0]}..{FIXED_FRACS[1]}, fixed point: "
+              "activations integers in units of 2^−F, matrix products summed exactly, GELU "
+              "from a table every 2^−12 (`nets.latent.fixed`); 0 with the KAN"),
 )  # fmt: skip
 
 
@@ -87,6 +95,7 @@ class LatentSpec(NetSpec):
     predictor: int = 0
     arm: int = 0
     synthesis: int = 0
+    fixed_frac: int = 0
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -103,6 +112,9 @@ class LatentSpec(NetSpec):
             raise ValueError(f"arm must be 0, or 1..{ARM_MAX_HIDDEN} with context 0")
         if not 0 <= self.synthesis < len(SYNTHESES):
             raise ValueError(f"synthesis must be in 0..{len(SYNTHESES) - 1}")
+        lo, hi = FIXED_FRACS
+        if self.fixed_frac and not (self.mlp and lo <= self.fixed_frac <= hi):
+            raise ValueError(f"fixed_frac must be 0, or {lo}..{hi} with the MLP synthesis")
 
     @property
     def mlp(self) -> bool:
@@ -189,6 +201,7 @@ class LatentSpec(NetSpec):
             "predictor": self.predictor,
             "arm": self.arm,
             "synthesis": SYNTHESES[self.synthesis],
+            "fixed_frac": self.fixed_frac,
         }
 
 
@@ -286,6 +299,7 @@ class LatentFamily(NetFamily):
             "predictor": spec.predictor,
             "arm": spec.arm,
             "synthesis": spec.synthesis,
+            "fixed_frac": spec.fixed_frac,
         }
 
     def spec_from_values(
@@ -296,6 +310,7 @@ class LatentFamily(NetFamily):
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
             context=values["context"], first_level=values["first_level"],
             predictor=values["predictor"], arm=values["arm"], synthesis=values["synthesis"],
+            fixed_frac=values["fixed_frac"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -345,6 +360,7 @@ class LatentFamily(NetFamily):
                 grid_size=ov.grid_size or DEFAULT_GRID, spline_order=ov.spline_order or 3,
                 grid_bound=DEFAULT_BOUND, first_level=DEFAULT_FIRST_LEVEL, **models,
                 synthesis=SYNTHESES.index(synthesis),
+                fixed_frac=FIXED_FRAC if synthesis == "mlp" else 0,
             )  # fmt: skip
 
         if ov.width is not None or ov.depth is not None:
@@ -389,6 +405,12 @@ class LatentFamily(NetFamily):
 
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
         arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
+        if spec.mlp and spec.fixed_frac:  # the same work; render's temporaries per pixel:
+            # the features (float32 and fixed point) and three float64 (O, N) arrays
+            per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
+            return float(per_pixel) * height * width + arm_cost, (
+                12 * (spec.levels + 1) + 24 * (max(spec.widths) + 1)
+            )
         if spec.mlp:  # a multiply-add per weight and a GELU per hidden node
             per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
             # render's temporaries per pixel: the features, three float32 (O, N) arrays and

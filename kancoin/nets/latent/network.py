@@ -47,7 +47,8 @@ class _Gather(torch.autograd.Function):
 
 class MlpSynthesis(nn.Module):
     """The MLP synthesis: (N, I) -> (N, O) through ``widths``, GELU (its tanh form) after
-    each hidden layer (``render.dense_forward`` is the decoder's)."""
+    each hidden layer (the decoder's: ``fixed.fixed_synthesize``, in fixed point; format 9's
+    ``render.dense_forward``)."""
 
     def __init__(self, widths: tuple[int, ...]) -> None:
         super().__init__()

@@ -1,6 +1,7 @@
 """Decoding a latent file's tensors to pixels: numpy alone (no torch, no numba).
 
 grids -> features (rows of pixels at a time, bounded memory) -> synthesis (KAN or MLP) -> uint8.
+An MLP synthesis in fixed point (format 10 on) runs in ``fixed``; the rest is here.
 
 Why numpy: a ``kancoin decode`` process spent more time starting numba (its import and its
 first cached kernel, ~0.9 s on the 2-vCPU VM) than decoding a 768×512 file. Where numba is
@@ -8,12 +9,12 @@ loaded already (an encode, an eval) a KAN synthesis runs in ``kernels`` instead,
 every value the same way, about 2.5× faster; both give the same bits (tests).
 
 Numerics: every value is formed by IEEE-754 additions, multiplications and divisions in a
-fixed order, elementwise (no reductions, no BLAS, and a library ``exp`` only where its last bit
-cannot matter: ``exp32``), so a file decodes to the same bits on any machine and at any thread
-count. The order of operations is that of the KAN family's numba decoding kernels
-(``kancoin.nets.kan.kernels_decode``), so files decode to the pixels they did with those
-wherever libm's float32 exp was correctly rounded (all 120 Kodak files of docs/results, and
-the golden files).
+fixed order, elementwise (no reductions, no BLAS but ``fixed``'s exact integer products, and a
+library ``exp`` only where its last bit cannot matter: ``exp32``), so a file decodes to the
+same bits on any machine and at any thread count. The order of operations is that of the KAN
+family's numba decoding kernels (``kancoin.nets.kan.kernels_decode``), so files decode to the
+pixels they did with those wherever libm's float32 exp was correctly rounded (all 120 Kodak
+files of docs/results, and the golden files).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kancoin.nets.kan.tables import grid_position, power_matrix_f32
+from kancoin.nets.latent.fixed import fixed_layers, fixed_synthesize
 from kancoin.nets.latent.grids import taps
 
 _F32 = np.float32
@@ -52,13 +54,12 @@ def _exp2_table() -> np.ndarray:
 _EXP2_32 = _exp2_table()
 
 
-def exp32_basic(x: np.ndarray) -> np.ndarray:
-    """exp of a float32 array, as float32 (overflow to inf, underflow to 0, NaN stays NaN),
-    within rounding of the true value (its float64 value within ~20 units in the last place);
-    only basic float64 operations and exact scalings by powers of 2, so the same bits on
-    every machine."""
-    with np.errstate(over="ignore", invalid="ignore"):  # inf past float32; a NaN's index
-        z = np.minimum(np.maximum(x.astype(np.float64), -110.0), 110.0)  # past float32's range
+def exp64_basic(z: np.ndarray, bound: float = 700.0) -> np.ndarray:
+    """exp of a float64 array clamped to [−bound, bound] (bound ≤ 700), as float64 within
+    ~20 units in the last place: only basic float64 operations and exact scalings by powers
+    of 2, so the same bits on every machine (NaN stays NaN)."""
+    with np.errstate(invalid="ignore"):  # a NaN's index
+        z = np.minimum(np.maximum(z, -bound), bound)
         kb = z * _INV_STEP + _ROUND
         k = kb - _ROUND  # the nearest integer to z / (ln 2 / 32)
         r = (z - k * _STEP_HI) - k * _STEP_LO
@@ -68,9 +69,19 @@ def exp32_basic(x: np.ndarray) -> np.ndarray:
             p += c
         ki = k.astype(np.int64)
         p *= _EXP2_32[ki & 31]
-        scale = ((ki >> 5) + 1023) << 52  # 2^n as the bits of a float64 (n in −159 … 159)
+        scale = ((ki >> 5) + 1023) << 52  # 2^n as the bits of a float64 (|n| ≤ 1011)
         p *= scale.view(np.float64)
-        return p.astype(np.float32)
+        return p
+
+
+def exp32_basic(x: np.ndarray) -> np.ndarray:
+    """exp of a float32 array, as float32 (overflow to inf, underflow to 0, NaN stays NaN),
+    within rounding of the true value (its float64 value within ~20 units in the last place);
+    only basic float64 operations and exact scalings by powers of 2, so the same bits on
+    every machine."""
+    with np.errstate(over="ignore"):  # inf past float32
+        # past float32's range either way: ±110 keeps 2^n a normal float64 of few bits
+        return exp64_basic(x.astype(np.float64), 110.0).astype(np.float32)
 
 
 _DROPPED = (1 << 29) - 1  # the float64 mantissa bits a rounding to float32 drops
@@ -378,8 +389,10 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
     if threads > 1:  # the threads share the chunk's memory
         starts = range(0, h, max(1, min(chunk // threads, ROWS_PIXELS) // w))
     step = starts.step
+    fixed = spec.mlp and spec.fixed_frac
     kernels = None if spec.mlp else numba_kernels()  # once: the same for every band
-    layers = synthesis_layers(spec, arrays, 0 if kernels else min(h, step) * w)
+    layers = (fixed_layers(spec, arrays) if fixed else
+              synthesis_layers(spec, arrays, 0 if kernels else min(h, step) * w))  # fmt: skip
 
     def band(r0: int) -> None:
         with np.errstate(all="ignore"):  # IEEE results (inf, NaN) from a hostile file's values
@@ -391,13 +404,26 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
         for lv, (r, ct) in enumerate(zip(rows, col_taps, strict=True)):
             part = r[r0:r1] if ct is None else _interpolate(r[r0:r1], *ct, axis=1)
             feats[lv] = part.reshape(-1)
-        y = synthesize(spec, layers, feats, kernels)  # (C, N)
+        if fixed:
+            y = fixed_synthesize(layers, feats, spec.fixed_frac)  # (C, N)
+        else:
+            y = synthesize(spec, layers, feats, kernels)
         out[r0:r1] = to_uint8(y).T.reshape(r1 - r0, w, spec.channels)
 
-    if threads <= 1:
-        for r0 in starts:
-            band(r0)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(band, starts))  # list(): re-raises a band's error here
+    with one_blas_thread():  # the bands are the threads
+        if threads <= 1:
+            for r0 in starts:
+                band(r0)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(band, starts))  # list(): re-raises a band's error here
     return out
+
+
+def one_blas_thread():
+    """A context holding BLAS to one thread: the decoder's products are small (a band of
+    pixels, or a line of a grid), and its own threads already share the CPUs; OpenBLAS's
+    threads on top cost more than they give. The products are exact either way."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
