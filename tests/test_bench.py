@@ -114,3 +114,25 @@ def test_bench_commits_step_runs_on_the_work_tree() -> None:
     above times a commit, which may be of the layout before)."""
     ms = _script("bench_commits").step_ms(ROOT, 1, 1, 1)
     assert ms > 0
+
+
+def test_bench_fixed_smoke(run_script, tmp_path) -> None:
+    """The fixed point against the float32 arithmetic on the golden MLP file: both render,
+    PSNRs against the crop the file was made from, computed here apart."""
+    import numpy as np
+    from PIL import Image
+
+    from kancoin.metrics import psnr
+
+    from .conftest import crop
+
+    image = tmp_path / "crop.png"
+    Image.fromarray(crop(64, 96)).save(image)
+    kc = ROOT / "tests" / "golden" / "tiny_latent_mlp.kc"
+    row = json.loads(run_script("bench_fixed", [str(kc), str(image), "--repeat", "1"]))
+    assert row["fixed_s"] > 0 and row["float_s"] > 0 and 0 <= row["values_differing"] < 0.01
+    from kancoin.codec.decode import decode_bytes
+
+    ours = decode_bytes(kc.read_bytes()).pixels  # the file's own arithmetic: fixed point
+    assert row["psnr_fixed"] == round(psnr(ours, np.asarray(crop(64, 96))), 4)
+    assert abs(row["psnr_float"] - row["psnr_fixed"]) < 0.05
