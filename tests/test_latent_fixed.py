@@ -160,3 +160,49 @@ def test_the_field_chooses_the_arithmetic_and_bad_values_are_refused() -> None:
     kan = (GOLDEN / "tiny_latent.kc").read_bytes()
     with pytest.raises(KancoinError, match="fixed_frac"):
         decode_bytes(_with_fixed_frac(kan, 16))
+
+
+def test_a_band_stays_within_the_chunk_the_limits_allow() -> None:
+    """A row wider than the chunk renders in pieces of it: a render's peak memory (numpy's
+    allocations, traced) stays within the chunk times the bytes per pixel the decode limits
+    count, beside the grids' interpolated rows and the image."""
+    import tracemalloc
+
+    from kancoin.format.limits import decode_cost
+    from kancoin.nets.latent import LatentSpec
+
+    spec = LatentSpec((5, 64, 64, 3), height=2, width=6000, context=0, synthesis=1, fixed_frac=16)
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(0, 1, s).astype(np.float32) for _, s in spec.tensor_shapes()]
+    cost = decode_cost(spec, spec.height, spec.width)
+    chunk = 500
+    X.gelu_table(16)  # built once per process, outside the bound
+    whole = R.render(spec, arrays, chunk=1 << 16, threads=1)
+    tracemalloc.start()
+    try:
+        pieces = R.render(spec, arrays, chunk=chunk, threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(pieces, whole)
+    # the interpolated rows, the image, every level's column taps (4 indices, 4 weights)
+    beside = 4 * spec.height * spec.width * (spec.levels + 1) + 32 * spec.width * spec.levels
+    assert peak <= chunk * cost.bytes_per_pixel + beside + (64 << 10)
+
+
+def test_nested_decodes_give_the_blas_limit_back() -> None:
+    """BLAS's thread limit is the process's: nested holds (a decode inside a decode, as the
+    grids' decode and the render of one file) keep it at one until the outer ends, then give
+    the caller's back."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        with R.one_blas_thread():
+            with R.one_blas_thread():
+                pass
+            inner_done = blas_threads()
+        assert all(n == 1 for n in inner_done) and blas_threads() == before

@@ -67,7 +67,8 @@ HEADER_FIELDS = (
               "per layer a base weight (O, I), spline coefficients (O, I, G + k), a bias "
               "(O,)); 1 an MLP, GELU (tanh form) after each hidden layer (per layer a "
               "weight (O, I) and a bias (O,); the three B-spline fields are stored, unused)"),
-    Field("fixed_frac", "uint:5", 0, FIXED_FRACS[1], since=FIXED_SINCE, default=0,
+    Field("fixed_frac", "uint:5", choices=(0, *range(FIXED_FRACS[0], FIXED_FRACS[1] + 1)),
+          since=FIXED_SINCE, default=0,
           doc="the MLP synthesis's arithmetic: 0, float32 elementwise, each sum in a fixed "
               f"order (version 9); F in {FIXED_FRACS[0]}..{FIXED_FRACS[1]}, fixed point: "
               "activations integers in units of 2^−F, matrix products summed exactly, GELU "
@@ -406,10 +407,11 @@ class LatentFamily(NetFamily):
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
         arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
         if spec.mlp and spec.fixed_frac:  # the same work; render's temporaries per pixel:
-            # the features (float32 and fixed point) and three float64 (O, N) arrays
+            # the features (float32 and fixed point) and at most four float64 (O, N) arrays
+            # alive at once (a layer's input and output, its table positions and indices)
             per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
             return float(per_pixel) * height * width + arm_cost, (
-                12 * (spec.levels + 1) + 24 * (max(spec.widths) + 1)
+                12 * (spec.levels + 1) + 32 * (max(spec.widths) + 1)
             )
         if spec.mlp:  # a multiply-add per weight and a GELU per hidden node
             per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels

@@ -1,4 +1,4 @@
-"""The MLP synthesis in fixed point (format 10, the latent family's ``fixed_frac`` F ≥ 1).
+"""The MLP synthesis in fixed point (format 10, the latent family's ``fixed_frac`` F, 14..20).
 
 Activations are integers in units of 2^−F and each layer's weights and bias are integers
 times one power of two, bounded so that every product and partial sum of a matrix product is
@@ -19,18 +19,18 @@ from functools import lru_cache
 
 import numpy as np
 
-# GELU is read from a table of its values every 2^−12 (the nearest point: within 1.4e−4 of
-# GELU; 0.3 % of kodim23's values at 0.3 bpp decode one level off the float32 decoder's, PSNR
-# within 0.001 dB; interpolating between coarser points cost 2.5× the time).
-FIXED_LO, FIXED_HI = -8.0, 512.0  # the table's domain: GELU(−8) ≈ −4e−15, and hidden
-# values past 512 (trained networks stay under ~70) are held at GELU(512) = 512
-FIXED_TABLE_BITS = 12  # table points per unit: 2^12 (17 MB, built in ~5 ms)
+# GELU is read from a table of its values every 2^−12 (the nearest point, rounded to 2^−F:
+# within 1.5e−4 of GELU at F = 16; 0.3 % of kodim23's values at 0.3 bpp decode one level off
+# the float32 decoder's, PSNR within 0.001 dB; interpolating between coarser points cost 2.5×
+# the time).
+FIXED_LO, FIXED_HI = -8.0, 512.0  # the table's domain: GELU(−8) ≈ −3e−21 (tanh form), and
+# hidden values past 512 (trained networks stay under ~70) are held at GELU(512) = 512
+FIXED_TABLE_BITS = 12  # table points per unit: 2^12 (17 MB, built once per process and F)
 GELU_IS_X = 8.0  # the tanh-form GELU is x itself in float64 from here on
 FIXED_FEATURE_BOUND = 4096.0  # features clamp to ±4096 (trained files stay under ~15)
-_EXACT = 2.0**52
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def gelu_table(frac: int) -> np.ndarray:
     """GELU (tanh form) at x = FIXED_LO + j / 2^T, j = 0 … (HI − LO)·2^T, in units of 2^−F,
     rounded: (M,) float64 integers, the same on every machine (basic operations and
@@ -45,6 +45,7 @@ def gelu_table(frac: int) -> np.ndarray:
     x = table[:head] * 2.0**-frac
     u = (x * x * x * 0.044715 + x) * (2.0 * np.sqrt(2.0 / np.pi))
     table[:head] = np.rint(x / (1.0 + exp64_basic(-u)) * 2.0**frac)
+    table.flags.writeable = False  # shared by every decode of the process
     return table
 
 
@@ -65,8 +66,9 @@ class FixedDense:
         if hidden:
             b = b - FIXED_LO
         n_in = w.shape[1]
-        # integers of p bits: I + 2 terms, each ≤ 2^p · bound · 2^F, sum below 2^52
-        p = int(np.floor(np.log2(_EXACT / ((n_in + 2) * bound)))) - frac
+        # integers of p bits: I + 2 terms, each ≤ 2^p · bound · 2^F, sum below 2^52 (integer
+        # arithmetic: a library log2 one unit under a power of two would change p)
+        p = ((1 << 52) // ((n_in + 2) * int(bound))).bit_length() - 1 - frac
         # the unit 2^−g: the largest weight, and the bias against a term's bound, under 2^p
         top = max(float(np.abs(w).max(initial=0.0)), float(np.abs(b).max(initial=0.0)) / bound)
         g = p - (int(np.frexp(top)[1]) if top > 0 else 0)
@@ -77,7 +79,9 @@ class FixedDense:
 
 
 def fixed_layers(spec, arrays: list[np.ndarray]) -> list[FixedDense]:
-    """The MLP synthesis's layers from the stored tensors (file order), in fixed point."""
+    """The MLP synthesis's layers from the stored tensors (file order), in fixed point; the
+    GELU table built here, before a render's threads would each build it."""
+    gelu_table(spec.fixed_frac)
     it = iter(arrays[spec.first_grid + spec.levels :])
     dims = spec.layer_dims()
     out = []

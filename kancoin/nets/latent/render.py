@@ -22,7 +22,10 @@ from __future__ import annotations
 import decimal
 import os
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -367,14 +370,31 @@ def decode_threads() -> int:
     return max(1, min(4, n))
 
 
+def _bands(h: int, w: int, pixels: int) -> tuple[int, Callable[[int], tuple[int, ...]]]:
+    """The image cut in bands of at most ``pixels`` pixels: whole rows where a row fits, else
+    pieces of one row. (count, i -> (r0, r1, c0, c1)), computed, not listed: a hostile file's
+    tiny chunk must not make millions of tuples."""
+    pixels = max(1, pixels)
+    if pixels >= w:
+        step = pixels // w
+        return -(-h // step), lambda i: (i * step, min(h, (i + 1) * step), 0, w)
+    per_row = -(-w // pixels)
+
+    def piece(i: int) -> tuple[int, ...]:
+        r, c = divmod(i, per_row)
+        return r, r + 1, c * pixels, min(w, (c + 1) * pixels)
+
+    return h * per_row, piece
+
+
 def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 0) -> np.ndarray:
     """Stored tensors (dequantized, file order) -> uint8 (H, W, C). ``chunk``: at most this
-    many pixels' features are held at once per thread (rows of the image); ``threads``: 0, as
-    many as ``decode_threads``."""
+    many pixels' features are held at once per thread (bands of rows, or of one row's pixels);
+    ``threads``: 0, as many as ``decode_threads``."""
     h, w = spec.height, spec.width
     first = spec.first_grid
     grids = [np.asarray(a, np.float32) for a in arrays[first : first + spec.levels]]
-    # each level interpolated along y once (H × w_l, small); along x per pass of rows
+    # each level interpolated along y once (H × w_l, small); along x per band
     rows, col_taps = [], []
     for g in grids:
         if g.shape == (h, w):  # already on the pixel grid
@@ -384,46 +404,69 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
         rows.append(_interpolate(g, *taps(h, g.shape[0]), axis=0))
         col_taps.append(taps(w, g.shape[1]))
     out = np.empty((h, w, spec.channels), np.uint8)
-    starts = range(0, h, max(1, min(chunk, ROWS_PIXELS) // w))
-    threads = min(threads or decode_threads(), len(starts))
+    n_bands, band_at = _bands(h, w, min(chunk, ROWS_PIXELS))
+    threads = min(threads or decode_threads(), n_bands)
     if threads > 1:  # the threads share the chunk's memory
-        starts = range(0, h, max(1, min(chunk // threads, ROWS_PIXELS) // w))
-    step = starts.step
+        n_bands, band_at = _bands(h, w, min(chunk // threads, ROWS_PIXELS))
+    r0, r1, c0, c1 = band_at(0)
+    most = (r1 - r0) * (c1 - c0)  # the first band is a largest
     fixed = spec.mlp and spec.fixed_frac
     kernels = None if spec.mlp else numba_kernels()  # once: the same for every band
     layers = (fixed_layers(spec, arrays) if fixed else
-              synthesis_layers(spec, arrays, 0 if kernels else min(h, step) * w))  # fmt: skip
+              synthesis_layers(spec, arrays, 0 if kernels else most))  # fmt: skip
 
-    def band(r0: int) -> None:
-        with np.errstate(all="ignore"):  # IEEE results (inf, NaN) from a hostile file's values
-            _band(r0)
-
-    def _band(r0: int) -> None:
-        r1 = min(h, r0 + step)
-        feats = np.empty((spec.levels, (r1 - r0) * w), np.float32)
+    def band(r0: int, r1: int, c0: int, c1: int) -> None:
+        feats = np.empty((spec.levels, (r1 - r0) * (c1 - c0)), np.float32)
         for lv, (r, ct) in enumerate(zip(rows, col_taps, strict=True)):
-            part = r[r0:r1] if ct is None else _interpolate(r[r0:r1], *ct, axis=1)
+            if ct is None:
+                part = r[r0:r1, c0:c1]
+            else:
+                part = _interpolate(r[r0:r1], ct[0][c0:c1], ct[1][c0:c1], axis=1)
             feats[lv] = part.reshape(-1)
         if fixed:
             y = fixed_synthesize(layers, feats, spec.fixed_frac)  # (C, N)
         else:
             y = synthesize(spec, layers, feats, kernels)
-        out[r0:r1] = to_uint8(y).T.reshape(r1 - r0, w, spec.channels)
+        out[r0:r1, c0:c1] = to_uint8(y).T.reshape(r1 - r0, c1 - c0, spec.channels)
+
+    def run(t: int) -> None:  # thread t renders bands t, t + threads, …
+        with np.errstate(all="ignore"):  # IEEE results (inf, NaN) from a hostile file's values
+            for i in range(t, n_bands, max(1, threads)):
+                band(*band_at(i))
 
     with one_blas_thread():  # the bands are the threads
         if threads <= 1:
-            for r0 in starts:
-                band(r0)
+            run(0)
         else:
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(band, starts))  # list(): re-raises a band's error here
+                list(pool.map(run, range(threads)))  # list(): re-raises a band's error here
     return out
 
 
-def one_blas_thread():
+_BLAS_LOCK = threading.Lock()
+_blas_users = 0
+_blas_limit = None
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
     """A context holding BLAS to one thread: the decoder's products are small (a band of
     pixels, or a line of a grid), and its own threads already share the CPUs; OpenBLAS's
-    threads on top cost more than they give. The products are exact either way."""
-    from threadpoolctl import threadpool_limits
+    threads on top cost more than they give. The products are exact either way. The limit is
+    the process's: taken by the first of overlapping decodes (threads of a caller), given
+    back by the last."""
+    global _blas_users, _blas_limit
+    with _BLAS_LOCK:
+        if not _blas_users:
+            from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(1, user_api="blas")
+            _blas_limit = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_users -= 1
+            if not _blas_users and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
