@@ -79,17 +79,29 @@ def forward(params: list[np.ndarray], x: np.ndarray, bits: int) -> tuple[np.ndar
     2^24, at most 31 terms), so each is exact whatever order or fused multiply-add a
     machine's matrix product uses, and the division by 2^FRAC then the floor is the integer
     shift."""
+    return _forward(_prepared(params), x, bits)
+
+
+def _prepared(params: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The parameters as ``_forward`` takes them: float64, each weight transposed (I, O)."""
     w1, b1, w2, b2, w3, b3 = (np.asarray(p, np.float64) for p in params)
+    return (np.ascontiguousarray(w1.T), b1, np.ascontiguousarray(w2.T), b2,
+            np.ascontiguousarray(w3.T), b3)  # fmt: skip
+
+
+def _forward(prepared: tuple[np.ndarray, ...], x: np.ndarray, bits: int):
+    """``forward`` on ``_prepared`` parameters (a decode runs it once per line)."""
+    w1, b1, w2, b2, w3, b3 = prepared
     unit = float(1 << FRAC)
-    h = np.asarray(x, np.float64) @ w1.T
+    h = np.asarray(x, np.float64) @ w1
     h += b1
     _relu_clip(h)
-    h = h @ w2.T
+    h = h @ w2
     h /= unit
     np.floor(h, out=h)
     h += b2
     _relu_clip(h)
-    o = h @ w3.T
+    o = h @ w3
     o /= unit
     np.floor(o, out=o)
     o += b3
@@ -110,6 +122,14 @@ def _model_family(bits: int):
     import constriction
 
     return constriction.stream.model.QuantizedLaplace(0, (1 << bits) - 1)
+
+
+@lru_cache(maxsize=12)  # one pyramid's grids
+def _line_inputs(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per line of the coding order: its positions in the padded grid (N,) and those of their
+    neighbours (N, TAPS), the network's inputs."""
+    offs = _offsets(width)
+    return tuple((idx, idx[:, None] + offs) for idx in _coding_order(height, width)[1])
 
 
 @lru_cache(maxsize=12)  # one pyramid's grids
@@ -159,14 +179,13 @@ def decode_grid(
     gets every symbol's (μ, scale) in coding order (for ``encode_grid``'s check)."""
     offset = 1 << (bits - 1)
     fam = _model_family(bits)
-    params = [np.asarray(p, np.float64) for p in params]  # once, not per line
+    prepared = _prepared(params)  # once, not per line
     h, w = shape
     q = np.zeros((h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT))  # padded, flat, exact integers
-    offs = _offsets(w)
     mus: list[np.ndarray] = []
     scales: list[np.ndarray] = []
-    for idx in _coding_order(h, w)[1]:
-        mu, scale = forward(params, q[idx[:, None] + offs], bits)
+    for idx, inputs in _line_inputs(h, w):
+        mu, scale = _forward(prepared, q[inputs], bits)
         q[idx] = np.asarray(dec.decode(fam, offset + mu, scale), np.float64) - offset
         if laplaces is not None:
             mus.append(mu)
