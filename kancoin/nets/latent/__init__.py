@@ -406,20 +406,16 @@ class LatentFamily(NetFamily):
 
     def decode_cost(self, spec: NetSpec, height: int, width: int) -> tuple[float, int]:
         arm_cost = (ARM_TAPS + spec.arm + 2) * spec.arm * spec.n_latents  # once per value
-        if spec.mlp and spec.fixed_frac:  # the same work; render's temporaries per pixel:
-            # the features (float32 and fixed point) and at most four float64 (O, N) arrays
-            # alive at once (a layer's input and output, its table positions and indices)
-            per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
-            return float(per_pixel) * height * width + arm_cost, (
-                12 * (spec.levels + 1) + 32 * (max(spec.widths) + 1)
-            )
         if spec.mlp:  # a multiply-add per weight and a GELU per hidden node
             per_pixel = sum(i * o + o for i, o in spec.layer_dims()) + 8 * spec.levels
-            # render's temporaries per pixel: the features, three float32 (O, N) arrays and
-            # the GELU's exp's three float64 ones
-            return float(per_pixel) * height * width + arm_cost, (
-                4 * (spec.levels + 3 * max(spec.widths)) + 24 * max(spec.widths)
-            )
+            if spec.fixed_frac:  # render's temporaries per pixel: the features (float32 and
+                # fixed point) and at most four float64 (O, N) arrays alive at once (a
+                # layer's input and output, its table positions and indices)
+                temporaries = 12 * (spec.levels + 1) + 32 * (max(spec.widths) + 1)
+            else:  # the features, three float32 (O, N) arrays and the GELU's exp's three
+                # float64 ones
+                temporaries = 4 * (spec.levels + 3 * max(spec.widths)) + 24 * max(spec.widths)
+            return float(per_pixel) * height * width + arm_cost, temporaries
         edge = spec.spline_order + 2  # multiply-adds per edge
         per_pixel = sum(i * o * edge + o for i, o in spec.layer_dims()) + 8 * spec.levels
         widest = max(spec.widths)

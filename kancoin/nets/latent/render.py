@@ -281,8 +281,11 @@ def dense_forward(x: np.ndarray, layer: Dense) -> np.ndarray:
     return gelu32(acc) if layer.hidden else acc
 
 
-def synthesis_layers(spec, arrays: list[np.ndarray], n: int) -> list[Layer | Dense]:
-    """The synthesis's layers from the stored tensors (file order), for up to n pixels at once."""
+def synthesis_layers(spec, arrays: list[np.ndarray], n: int) -> list:
+    """The synthesis's layers from the stored tensors (file order), for up to n pixels at once
+    (a fixed-point MLP's: ``fixed``)."""
+    if spec.mlp and spec.fixed_frac:
+        return fixed_layers(spec, arrays)
     out: list[Layer | Dense] = []
     it = iter(arrays[spec.first_grid + spec.levels :])
     dims = spec.layer_dims()
@@ -315,9 +318,12 @@ def numba_kernels():
     return kernels
 
 
-def synthesize(spec, layers: list[Layer | Dense], feats: np.ndarray, kernels=None) -> np.ndarray:
-    """feats (L, N) float32 -> outputs (C, N) float32; ``kernels``: the numba synthesis of a
-    KAN (``numba_kernels()``), or None for numpy (an MLP's always runs in numpy)."""
+def synthesize(spec, layers: list, feats: np.ndarray, kernels=None) -> np.ndarray:
+    """feats (L, N) float32 -> outputs (C, N) float32 (float64 from a fixed-point MLP);
+    ``kernels``: the numba synthesis of a KAN (``numba_kernels()``), or None for numpy (an
+    MLP's always runs in numpy)."""
+    if spec.mlp and spec.fixed_frac:
+        return fixed_synthesize(layers, feats, spec.fixed_frac)
     x = feats
     if spec.mlp:
         for layer in layers:
@@ -410,10 +416,8 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
         n_bands, band_at = _bands(h, w, min(chunk // threads, ROWS_PIXELS))
     r0, r1, c0, c1 = band_at(0)
     most = (r1 - r0) * (c1 - c0)  # the first band is a largest
-    fixed = spec.mlp and spec.fixed_frac
     kernels = None if spec.mlp else numba_kernels()  # once: the same for every band
-    layers = (fixed_layers(spec, arrays) if fixed else
-              synthesis_layers(spec, arrays, 0 if kernels else most))  # fmt: skip
+    layers = synthesis_layers(spec, arrays, 0 if kernels else most)
 
     def band(r0: int, r1: int, c0: int, c1: int) -> None:
         feats = np.empty((spec.levels, (r1 - r0) * (c1 - c0)), np.float32)
@@ -423,10 +427,7 @@ def render(spec, arrays: list[np.ndarray], chunk: int = 1 << 16, threads: int = 
             else:
                 part = _interpolate(r[r0:r1], ct[0][c0:c1], ct[1][c0:c1], axis=1)
             feats[lv] = part.reshape(-1)
-        if fixed:
-            y = fixed_synthesize(layers, feats, spec.fixed_frac)  # (C, N)
-        else:
-            y = synthesize(spec, layers, feats, kernels)
+        y = synthesize(spec, layers, feats, kernels)  # (C, N)
         out[r0:r1, c0:c1] = to_uint8(y).T.reshape(r1 - r0, c1 - c0, spec.channels)
 
     def run(t: int) -> None:  # thread t renders bands t, t + threads, …
