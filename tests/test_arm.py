@@ -90,6 +90,91 @@ def test_grid_round_trip(shape: tuple[int, int]) -> None:
     assert np.array_equal(arm.decode_grid(dec, shape, bits, params), -q)
 
 
+def _pyramid(seed: int) -> tuple[list[np.ndarray], list[int]]:
+    """Grids of a 4-level pyramid (odd sizes, a 1 x 1 last) and their bits, one grid wider."""
+    shapes = [(23, 37), (12, 19), (6, 10), (1, 1)]
+    qs = [np.round(_smooth_grid(h, w, seed=seed + k) * 3).astype(np.int64)
+          for k, (h, w) in enumerate(shapes)]  # fmt: skip
+    bits = [max(3, int(np.abs(q).max()).bit_length() + 2) for q in qs]
+    bits[2] += 1  # a run of other bits within each line
+    return qs, bits
+
+
+def test_pyramid_round_trip_interleaved() -> None:
+    """Line by line across the grids (``arm_order`` 1): the grids come back, and each value is
+    coded under the same Laplace as one grid after another gives it (the same model, another
+    order: the sizes agree to the coder's rounding)."""
+    qs, bits = _pyramid(seed=11)
+    params = _trained_params(qs[0])
+    enc = entropy.new_encoder()
+    arm.encode_grids(enc, qs, bits, params)
+    interleaved = entropy.finish(enc)
+    got: list = []
+    dec = entropy.new_decoder(interleaved)
+    out = arm.decode_grids(dec, [q.shape for q in qs], bits, params, got)
+    for q, r in zip(qs, out, strict=True):
+        assert r.dtype == np.int64 and np.array_equal(q, r)
+    enc = entropy.new_encoder()
+    for q, b in zip(qs, bits, strict=True):
+        arm.encode_grid(enc, q, b, params)
+    sequential = entropy.finish(enc)
+    assert interleaved != sequential  # another order of the symbols
+    assert abs(len(interleaved) - len(sequential)) <= 4
+    # the recorded Laplaces are the network's on each grid, in its coding order
+    for q, b, (mu, scale) in zip(qs, bits, got, strict=True):
+        order, _ = arm._coding_order(*q.shape)
+        ref_mu, ref_scale = arm.forward(params, arm.neighbours(q), b)
+        assert np.array_equal(mu, ref_mu[order]) and np.array_equal(scale, ref_scale[order])
+    # and given back to the encoder they write the same stream
+    enc = entropy.new_encoder()
+    arm.encode_grids(enc, qs, bits, params, got)
+    assert entropy.finish(enc) == interleaved
+
+
+def test_large_pyramids_build_their_lines_as_they_go(monkeypatch) -> None:
+    """Past ``CACHED_VALUES`` a decode keeps no lines (their arrays are 72 bytes a value):
+    the same grids come back from lines built one at a time."""
+    qs, bits = _pyramid(seed=8)
+    params = _random_params(6, seed=2, lim=300)
+    enc = entropy.new_encoder()
+    arm.encode_grids(enc, qs, bits, params)
+    stream = entropy.finish(enc)
+    monkeypatch.setattr(arm, "CACHED_VALUES", 0)
+    arm._cached_pyramid.cache_clear()
+    out = arm.decode_grids(entropy.new_decoder(stream), [q.shape for q in qs], bits, params)
+    assert arm._cached_pyramid.cache_info().currsize == 0
+    for q, r in zip(qs, out, strict=True):
+        assert np.array_equal(q, r)
+
+
+def test_pyramid_decode_is_the_grid_by_grid_decode_of_its_order() -> None:
+    """The interleaved decoder reads a stream written value by value in the order it
+    documents (line d of every grid, finest first), built here from ``encode_grid``'s
+    per-grid Laplaces, one coder call per value."""
+    qs, bits = _pyramid(seed=4)
+    params = _random_params(6, seed=1, lim=300)
+    per_grid = []
+    for q, b in zip(qs, bits, strict=True):
+        order, lines = arm._coding_order(*q.shape)
+        mu, scale = arm.forward(params, arm.neighbours(q), b)
+        flat = q.reshape(-1)[order]
+        cut = np.cumsum([len(x) for x in lines])[:-1]
+        per_grid.append(list(zip(np.split(flat, cut), np.split(mu[order], cut),
+                                 np.split(scale[order], cut), strict=True)))  # fmt: skip
+    enc = entropy.new_encoder()
+    for d in range(max(len(g) for g in per_grid)):
+        for k, g in enumerate(per_grid):
+            if d < len(g):
+                off = 1 << (bits[k] - 1)
+                for v, m, s in zip(*g[d], strict=True):
+                    enc.encode(np.array([v + off], np.int32), arm._model_family(bits[k]),
+                               np.array([off + m]), np.array([s]))  # fmt: skip
+    dec = entropy.new_decoder(entropy.finish(enc))
+    out = arm.decode_grids(dec, [q.shape for q in qs], bits, params)
+    for q, r in zip(qs, out, strict=True):
+        assert np.array_equal(q, r)
+
+
 def test_ideal_bits_agree_with_the_coded_size() -> None:
     q = np.round(_smooth_grid(96, 128, seed=5) / 4).astype(np.int64)
     params = _trained_params(q)
@@ -223,6 +308,8 @@ def test_spec_needs_no_other_context_model() -> None:
 
     with pytest.raises(ValueError, match="arm"):
         LatentSpec((7, 16, 3), height=64, width=96, context=7, arm=8)
+    with pytest.raises(ValueError, match="arm_order"):  # the order is the network's
+        LatentSpec((7, 16, 3), height=64, width=96, context=7, arm_order=1)
     spec = LatentSpec((7, 16, 3), height=64, width=96, context=0, arm=8)
     names = [n for n, _ in spec.tensor_shapes()]
     assert names[:6] == [n for n, _ in arm.tensor_shapes(8)] and spec.first_grid == 6
@@ -258,6 +345,7 @@ def test_encode_with_the_network_meets_its_budget(encoded_arm) -> None:
 
     pixels, opts, res = encoded_arm
     assert res.spec.arm == ARM_WIDTH and res.spec.context == 0 and res.spec.predictor == 0
+    assert res.spec.arm_order == 1  # what an encode writes: line by line across the pyramid
     budget = int(opts.bpp * 64 * 96 // 8)
     assert 0.97 * budget <= len(res.data) <= budget
     assert res.psnr == pytest.approx(psnr(res.decoded.pixels, pixels)) and res.psnr > 20

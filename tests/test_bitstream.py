@@ -63,7 +63,7 @@ def test_round_trip_is_bit_exact(spec: NetSpec, bits: int) -> None:
     data = write_bytes(header, q)
     assert len(data) == file_bytes(spec, bits)
     header2, q2 = read_bytes(data)
-    assert header2 == header and header2.version == VERSION == 10
+    assert header2 == header and header2.version == VERSION == 11
     for a, b in zip(q, q2, strict=True):
         assert np.array_equal(a, b)
     assert write_bytes(header2, q2) == data
@@ -126,7 +126,7 @@ def test_writer_refuses_out_of_range_values() -> None:
         write_bytes(header, q)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8, 9, 11])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12])
 def test_writer_refuses_every_version_but_the_current(version: int) -> None:
     header, q = _file(SPECS[0], 9)
     with pytest.raises(ValueError, match=f"only format version {VERSION} is written"):

@@ -90,7 +90,7 @@ def test_info(encoded) -> None:
     info = json.loads(proc.stdout)
     assert info["params"] == rep["params"] and info["bits"] >= rep["bits"]
     assert max(t["bits"] for t in info["tensors"]) == rep["bits"]  # the deepest tensor's
-    assert info["coding"] == "range" and info["format_version"] == 10
+    assert info["coding"] == "range" and info["format_version"] == 11
     assert info["basis"] == "bspline"
     assert info["file_bytes"] == kc.stat().st_size and (info["width"], info["height"]) == (56, 40)
     assert "grid" in run("info", kc).stdout

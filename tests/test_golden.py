@@ -2,12 +2,13 @@
 
 tests/golden/ holds, per format version, a file and the PNG it must decode to, exactly:
 
-- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 10), range-coded, written by
+- ``tiny.kc`` / ``tiny_decoded.png``: the current format (version 11), range-coded, written by
   the KAN encoder with a first-layer grid of its own (16 intervals) from a 24x32 crop of
   data/kodim23.png; ``tiny_latent.kc`` / ``tiny_latent_decoded.png``: the same crop, 40x48,
   by the latent encoder (its grids coded with the predictor); ``tiny_latent_arm.kc`` /
   ``tiny_latent_arm_decoded.png``: a 64x96 crop whose grids are coded by the latents'
-  autoregressive network (a 7-6-6-2 network); ``tiny_latent_mlp.kc`` /
+  autoregressive network (a 7-6-6-2 network, line by line across the pyramid);
+  ``tiny_latent_mlp.kc`` /
   ``tiny_latent_mlp_decoded.png``: the same crop with the MLP synthesis (in fixed point). If
   the format or the decoder changes on purpose, regenerate them with
 
@@ -23,7 +24,9 @@ tests/golden/ holds, per format version, a file and the PNG it must decode to, e
   under zero-mean context Laplaces), ``tiny_v7.kc`` and ``tiny_latent_v7.kc`` (the latents'
   predictor), ``tiny_v8.kc``, ``tiny_latent_v8.kc`` and ``tiny_latent_arm_v8.kc`` (the
   latents' network), ``tiny_v9.kc``, ``tiny_latent_v9.kc``, ``tiny_latent_arm_v9.kc`` and
-  ``tiny_latent_mlp_v9.kc`` (the MLP synthesis in float32), each with its ``_decoded.png``: older
+  ``tiny_latent_mlp_v9.kc`` (the MLP synthesis in float32), ``tiny_v10.kc``,
+  ``tiny_latent_v10.kc``, ``tiny_latent_arm_v10.kc`` (the network's grids one after another) and
+  ``tiny_latent_mlp_v10.kc`` (the MLP in fixed point), each with its ``_decoded.png``: older
   versions, never regenerated: files users already have must keep decoding to the same pixels.
 """
 
@@ -64,7 +67,7 @@ def test_golden_decode_is_pinned() -> None:
         png.write_bytes(png_bytes(res.decoded.pixels))
     decoded = decode_bytes(kc.read_bytes())
     assert decoded.pixels.shape == (24, 32, 3)
-    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 10
+    assert decoded.header.coding == 1 and decoded.header.version == VERSION == 11
     spec = decoded.header.spec
     assert spec.basis == "bspline" and spec.first_grid_size == 16 and spec.grid_size != 16
     assert np.array_equal(decoded.pixels, _png(png))
@@ -99,7 +102,8 @@ def test_latent_golden_decode_is_pinned() -> None:
 
 
 @pytest.mark.parametrize(
-    "version, coding", [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1)]
+    "version, coding",
+    [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1), (10, 1)],
 )
 def test_older_versions_still_decode(version: int, coding: int) -> None:
     decoded = decode_bytes((GOLDEN / f"tiny_v{version}.kc").read_bytes())
@@ -117,19 +121,20 @@ def test_older_versions_still_decode(version: int, coding: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "name, version, predictor, context, arm, mlp",
-    [("latent_v6", 6, 0, 4, 0, False), ("latent_v7", 7, 1, 7, 0, False),
-     ("latent_v8", 8, 1, 7, 0, False), ("latent_arm_v8", 8, 0, 0, 6, False),
-     ("latent_v9", 9, 1, 7, 0, False), ("latent_arm_v9", 9, 0, 0, 6, False),
-     ("latent_mlp_v9", 9, 1, 7, 0, True)],
+    "name, version, predictor, context, arm, mlp, fixed_frac",
+    [("latent_v6", 6, 0, 4, 0, False, 0), ("latent_v7", 7, 1, 7, 0, False, 0),
+     ("latent_v8", 8, 1, 7, 0, False, 0), ("latent_arm_v8", 8, 0, 0, 6, False, 0),
+     ("latent_v9", 9, 1, 7, 0, False, 0), ("latent_arm_v9", 9, 0, 0, 6, False, 0),
+     ("latent_mlp_v9", 9, 1, 7, 0, True, 0), ("latent_v10", 10, 1, 7, 0, False, 0),
+     ("latent_arm_v10", 10, 0, 0, 6, False, 0), ("latent_mlp_v10", 10, 1, 7, 0, True, 16)],
 )  # fmt: skip
 def test_older_latent_files_still_decode(
-    name: str, version: int, predictor: int, context: int, arm: int, mlp: bool
+    name: str, version: int, predictor: int, context: int, arm: int, mlp: bool, fixed_frac: int
 ) -> None:
     """A latent file of format 6 (no predictor field: zero-mean context Laplaces), 7 (the
-    predictor; no network field), 8 (no synthesis field: a KAN) or 9 (no fixed-point field:
-    an MLP synthesis in float32) decodes to its pixels, which the independent decode also
-    gives."""
+    predictor; no network field), 8 (no synthesis field: a KAN), 9 (no fixed-point field:
+    an MLP synthesis in float32) or 10 (no order field: the network's grids one after
+    another) decodes to its pixels, which the independent decode also gives."""
     from .test_latent import assert_near_reference
 
     data = (GOLDEN / f"tiny_{name}.kc").read_bytes()
@@ -137,7 +142,7 @@ def test_older_latent_files_still_decode(
     spec = decoded.header.spec
     assert decoded.header.version == version and spec.predictor == predictor
     assert spec.context == context and spec.arm == arm and spec.mlp == mlp
-    assert spec.fixed_frac == 0
+    assert spec.fixed_frac == fixed_frac and spec.arm_order == 0
     expected = _png(GOLDEN / f"tiny_{name}_decoded.png")
     assert np.array_equal(decoded.pixels, expected)
     assert_near_reference(expected, data)
@@ -166,6 +171,7 @@ def test_latent_network_golden_decode_is_pinned() -> None:
     assert decoded.pixels.shape == (64, 96, 3) and decoded.header.version == VERSION
     spec = decoded.header.spec
     assert spec.arm == 6 and spec.context == 0 and spec.predictor == 0 and not spec.mlp
+    assert spec.arm_order == 1  # line by line across the pyramid
     assert np.array_equal(decoded.pixels, _png(png))
     assert_near_reference(_png(png), kc.read_bytes())
 

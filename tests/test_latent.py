@@ -290,12 +290,12 @@ def test_cuda_encode_decodes_on_cpu_to_reported_psnr() -> None:
 
 def test_header_size_counted_by_hand() -> None:
     """A latent file's header, counted from docs/format.md: fixed fields, one hidden width,
-    the family's 10 fields, then per tensor its range and (coding 1) its entropy model."""
+    the family's 11 fields, then per tensor its range and (coding 1) its entropy model."""
     from kancoin.format.container import header_bits
 
     spec = LatentSpec((5, 8, 3), height=40, width=48, context=4, first_level=1)
     fixed = 32 + 8 + 16 + 16 + 2 + 2 + 5 + 1 + 5
-    family_bits = 4 + 8 + 3 + 32 + 3 + 3 + 1 + 5 + 2 + 5
+    family_bits = 4 + 8 + 3 + 32 + 3 + 3 + 1 + 5 + 2 + 5 + 1
     # the context scales, the grids, then base weight, coefficients and bias per layer
     n_tensors = 1 + 5 + 2 * 3
     assert len(spec.tensor_shapes()) == n_tensors

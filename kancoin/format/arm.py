@@ -17,7 +17,9 @@ bits stores value + 2^(t−1)). With x the inputs, in integers:
 
 ``SCALES`` is rounded to 2^−20 so that a last-digit difference between machines' ``exp``
 cannot reach the coder. Symbols go along the lines 2r + c = d, on which every neighbour of a
-symbol is on an earlier line, each line one vectorised constriction call.
+symbol is on an earlier line: a grid after another (``encode_grid``, ``arm_order`` 0), or line
+d of every grid, finest first, then line d + 1 (``encode_grids``, ``arm_order`` 1), each line
+one network pass and one vectorised constriction call (per run of grids of the same bits).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import numpy as np
 
 from kancoin.nets.latent.arm import MAX_HIDDEN, NEIGHBOURS, TAPS, tensor_shapes
 
-__all__ = ["MAX_HIDDEN", "NEIGHBOURS", "TAPS", "decode_grid", "encode_grid", "forward",
-           "ideal_bits", "neighbours", "params_of", "tensor_shapes", "to_ints"]  # fmt: skip
+__all__ = ["MAX_HIDDEN", "NEIGHBOURS", "TAPS", "decode_grid", "decode_grids", "encode_grid",
+           "encode_grids", "forward", "ideal_bits", "neighbours", "params_of", "tensor_shapes",
+           "to_ints"]  # fmt: skip
 
 PAD_TOP, PAD_LEFT, PAD_RIGHT = 2, 2, 1  # zeros around a grid hold every neighbour
 FRAC = 8  # fractional bits of the parameters and the activations
@@ -76,41 +79,50 @@ def forward(params: list[np.ndarray], x: np.ndarray, bits: int) -> tuple[np.ndar
 
     The integer arithmetic of the module's docstring, carried in float64: every product and
     partial sum is an integer below 2^53 (inputs ≤ 2^15, parameters < 2^15, activations ≤
-    2^24, at most 31 terms), so each is exact whatever order or fused multiply-add a
-    machine's matrix product uses, and the division by 2^FRAC then the floor is the integer
-    shift."""
-    return _forward(_prepared(params), x, bits)
+    2^24, at most 32 terms), or such an integer times 2^−FRAC, so each is exact whatever
+    order or fused multiply-add a machine's matrix product uses, and the floor of a sum of
+    products by W / 2^FRAC is the integer shift."""
+    x = np.asarray(x, np.float64)
+    xt = np.ones((TAPS + 1, len(x)))
+    xt[:TAPS] = x.T
+    return _forward(_prepared(params), xt, float(1 << (bits - 1)))
 
 
 def _prepared(params: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """The parameters as ``_forward`` takes them: float64, each weight transposed (I, O)."""
+    """The parameters as ``_forward`` takes them, float64: W1 with b1 as a last column, W2
+    and W3 divided by 2^FRAC (exact), b2 and b3 as columns."""
     w1, b1, w2, b2, w3, b3 = (np.asarray(p, np.float64) for p in params)
-    return (np.ascontiguousarray(w1.T), b1, np.ascontiguousarray(w2.T), b2,
-            np.ascontiguousarray(w3.T), b3)  # fmt: skip
-
-
-def _forward(prepared: tuple[np.ndarray, ...], x: np.ndarray, bits: int):
-    """``forward`` on ``_prepared`` parameters (a decode runs it once per line)."""
-    w1, b1, w2, b2, w3, b3 = prepared
     unit = float(1 << FRAC)
-    h = np.asarray(x, np.float64) @ w1
-    h += b1
+    return np.concatenate([w1, b1[:, None]], 1), w2 / unit, b2[:, None], w3 / unit, b3[:, None]
+
+
+def _forward(prepared: tuple[np.ndarray, ...], x: np.ndarray, half: float | np.ndarray):
+    """``forward`` on ``_prepared`` parameters and inputs x (TAPS + 1, N) whose last row is
+    ones (a decode runs it once per line, the fewest operations), for grids of ``half`` =
+    2^(bits − 1): one number, or one per value (N,) where a line spans grids."""
+    w1, w2, b2, w3, b3 = prepared
+    h = w1 @ x  # + b1
     _relu_clip(h)
-    h = h @ w2
-    h /= unit
+    h = w2 @ h
     np.floor(h, out=h)
     h += b2
     _relu_clip(h)
-    o = h @ w3
-    o /= unit
+    o = w3 @ h
     np.floor(o, out=o)
     o += b3
-    half = 1 << (bits - 1)
-    mu = np.minimum(np.maximum(o[:, 0], -half * unit), (half - 1) * unit) / unit
-    step = float(1 << (FRAC - LOG_STEP))
-    j = np.floor((o[:, 1] + step / 2) / step)
-    j = np.minimum(np.maximum(j, J_LO), J_HI).astype(np.int64)
-    return mu, SCALES[j - J_LO]
+    unit = float(1 << FRAC)
+    mu = o[0]
+    np.maximum(mu, -half * unit, out=mu)
+    np.minimum(mu, (half - 1) * unit, out=mu)
+    mu *= 1.0 / unit
+    step = 1 << (FRAC - LOG_STEP)
+    j = o[1]  # floor((o1 + step / 2) / step) − J_LO, exact: o1 is an integer
+    j += step // 2 - step * J_LO
+    j *= 1.0 / step
+    np.floor(j, out=j)
+    np.maximum(j, 0.0, out=j)
+    np.minimum(j, float(J_HI - J_LO), out=j)
+    return mu, SCALES[j.astype(np.intp)]
 
 
 def _relu_clip(h: np.ndarray) -> None:
@@ -122,14 +134,6 @@ def _model_family(bits: int):
     import constriction
 
     return constriction.stream.model.QuantizedLaplace(0, (1 << bits) - 1)
-
-
-@lru_cache(maxsize=12)  # one pyramid's grids
-def _line_inputs(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Per line of the coding order: its positions in the padded grid (N,) and those of their
-    neighbours (N, TAPS), the network's inputs."""
-    offs = _offsets(width)
-    return tuple((idx, idx[:, None] + offs) for idx in _coding_order(height, width)[1])
 
 
 @lru_cache(maxsize=12)  # one pyramid's grids
@@ -151,24 +155,70 @@ def _offsets(width: int) -> np.ndarray:
     return np.array([-(dr * stride + dc) for dr, dc in NEIGHBOURS], np.int64)
 
 
+CACHED_VALUES = 1 << 21  # pyramids up to this many values keep their lines (≤ 150 MB)
+
+
+def _pyramid(shapes: tuple[tuple[int, int], ...], bits: tuple[int, ...]):
+    """Grids ``shapes`` (finest first) stored on ``bits``, padded one after another in one
+    flat buffer that ends with a one (the inputs' last row): (buffer size, each grid's start
+    in it, the lines of the interleaved order (``_lines``)), kept for small pyramids."""
+    if sum(h * w for h, w in shapes) <= CACHED_VALUES:
+        return _cached_pyramid(shapes, bits)
+    size, starts = _buffer(shapes)
+    return size, starts, _lines(shapes, bits, starts, size - 1)
+
+
+@lru_cache(maxsize=4)  # the last few pyramids decoded (72 bytes per value)
+def _cached_pyramid(shapes, bits):
+    size, starts = _buffer(shapes)
+    return size, starts, tuple(_lines(shapes, bits, starts, size - 1))
+
+
+def _buffer(shapes) -> tuple[int, tuple[int, ...]]:
+    starts, size = [], 0
+    for h, w in shapes:
+        starts.append(size)
+        size += (h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT)
+    return size + 1, tuple(starts)
+
+
+def _lines(shapes, bits, starts, one: int):
+    """Per line d of the interleaved order: its positions in the buffer (N,), its values'
+    inputs (TAPS + 1, N) (the last at ``one``), 2^(bits − 1) (one number, or per value (N,)
+    where grids of other bits share the line) and its runs of the same bits, (start, stop,
+    bits)."""
+    per_grid = [_coding_order(h, w)[1] for h, w in shapes]
+    offsets = [np.append(_offsets(w), 0)[:, None] for _, w in shapes]
+    for d in range(max(len(g) for g in per_grid)):
+        idx, inputs, halves, runs, at = [], [], [], [], 0
+        for k, g in enumerate(per_grid):
+            if d >= len(g):
+                continue
+            i = g[d] + starts[k]
+            x = i + offsets[k]
+            x[TAPS] = one
+            idx.append(i)
+            inputs.append(x)
+            halves.append(np.full(len(i), float(1 << (bits[k] - 1))))
+            if runs and runs[-1][2] == bits[k]:
+                runs[-1][1] = at + len(i)
+            else:
+                runs.append([at, at + len(i), bits[k]])
+            at += len(i)
+        half = float(1 << (runs[0][2] - 1)) if len(runs) == 1 else np.concatenate(halves)
+        yield (np.concatenate(idx), np.concatenate(inputs, 1), half,
+               tuple(tuple(r) for r in runs))  # fmt: skip
+
+
 def encode_grid(
     enc, q: np.ndarray, bits: int, params: list[np.ndarray],
     laplaces: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:  # fmt: skip
-    """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder: every
-    input is known from q, so all symbols go in one call, in the decoder's order.
-    ``laplaces``: the (μ, scale) of every symbol in coding order as ``decode_grid`` gave
-    them for this q, instead of the network's pass (the same numbers: each depends only on
-    values decoded before it)."""
-    offset = 1 << (bits - 1)
-    order, _ = _coding_order(*q.shape)
-    if laplaces is None:
-        mu, scale = forward(params, neighbours(q), bits)
-        mu, scale = mu[order], scale[order]
-    else:
-        mu, scale = laplaces
-    sym = (q.reshape(-1)[order] + offset).astype(np.int32)
-    enc.encode(sym, _model_family(bits), offset + mu, scale)
+    """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder, in the
+    decoder's order. ``laplaces``: the (μ, scale) of every symbol in coding order as
+    ``decode_grid`` gave them for this q, instead of the network's pass (the same numbers:
+    each depends only on values decoded before it)."""
+    encode_grids(enc, [q], [bits], params, [laplaces])
 
 
 def decode_grid(
@@ -177,22 +227,102 @@ def decode_grid(
 ) -> np.ndarray:  # fmt: skip
     """Inverse of ``encode_grid``: the signed grid (H, W), int64. ``laplaces``: a list that
     gets every symbol's (μ, scale) in coding order (for ``encode_grid``'s check)."""
-    offset = 1 << (bits - 1)
-    fam = _model_family(bits)
+    return decode_grids(dec, [shape], [bits], params, laplaces)[0]
+
+
+def _line_lengths(shape: tuple[int, int]) -> list[int]:
+    return [len(i) for i in _coding_order(*shape)[1]]
+
+
+def encode_grids(
+    enc, qs: list[np.ndarray], bits: list[int], params: list[np.ndarray],
+    laplaces: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+) -> None:  # fmt: skip
+    """Append grids qs (signed integers (H_l, W_l), finest first, |q| < 2^(bits_l − 1)) to
+    the range encoder in the interleaved order: line d of every grid, then line d + 1 (every
+    input is known from qs: each grid's network pass is one call). ``laplaces``: per grid,
+    the (μ, scale) of its values in its coding order as ``decode_grids`` gave them, or None
+    (the network's pass)."""
+    pieces = []  # per grid, per line: (symbols, μ + offset, scale)
+    for k, (q, b) in enumerate(zip(qs, bits, strict=True)):
+        offset = 1 << (b - 1)
+        order, _ = _coding_order(*q.shape)
+        given = None if laplaces is None else laplaces[k]
+        if given is None:
+            mu, scale = forward(params, neighbours(q), b)
+            mu, scale = mu[order], scale[order]
+        else:
+            mu, scale = given
+        sym = (q.reshape(-1)[order] + offset).astype(np.int32)
+        cuts = np.cumsum(_line_lengths(q.shape))[:-1]
+        pieces.append(list(zip(np.split(sym, cuts), np.split(offset + mu, cuts),
+                               np.split(scale, cuts), strict=True)))  # fmt: skip
+    run: list[tuple] = []  # consecutive pieces of the same bits: one coder call
+    run_bits = None
+    for d in range(max(len(p) for p in pieces)):
+        for k, p in enumerate(pieces):
+            if d >= len(p):
+                continue
+            if run and bits[k] != run_bits:
+                _encode_run(enc, run, run_bits)
+                run = []
+            run.append(p[d])
+            run_bits = bits[k]
+    _encode_run(enc, run, run_bits)
+
+
+def _encode_run(enc, run: list[tuple], bits: int) -> None:
+    sym, mean, scale = (np.concatenate(a) for a in zip(*run, strict=True))
+    enc.encode(sym, _model_family(bits), mean, scale)
+
+
+def decode_grids(
+    dec, shapes: list[tuple[int, int]], bits: list[int], params: list[np.ndarray],
+    laplaces: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """Inverse of ``encode_grids``: the signed grids (H_l, W_l), int64. ``laplaces``: a list
+    that gets every grid's (μ, scale) in its coding order (for ``encode_grids``' check)."""
+    shapes = tuple((int(h), int(w)) for h, w in shapes)
+    size, starts, lines = _pyramid(shapes, tuple(int(b) for b in bits))
+    families = {b: _model_family(b) for b in set(bits)}
     prepared = _prepared(params)  # once, not per line
-    h, w = shape
-    q = np.zeros((h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT))  # padded, flat, exact integers
-    mus: list[np.ndarray] = []
-    scales: list[np.ndarray] = []
-    for idx, inputs in _line_inputs(h, w):
-        mu, scale = _forward(prepared, q[inputs], bits)
-        q[idx] = np.asarray(dec.decode(fam, offset + mu, scale), np.float64) - offset
+    q = np.zeros(size)  # the padded grids, flat, exact integers, then the inputs' one
+    q[-1] = 1.0
+    got: list[tuple[np.ndarray, np.ndarray]] = []
+    for idx, inputs, half, runs in lines:
+        mu, scale = _forward(prepared, q[inputs], half)
+        mean = half + mu
+        if len(runs) == 1:
+            v = np.asarray(dec.decode(families[runs[0][2]], mean, scale), np.float64)
+        else:
+            v = np.empty(len(idx))
+            for a, z, b in runs:
+                v[a:z] = dec.decode(families[b], mean[a:z], scale[a:z])
+        q[idx] = v - half
         if laplaces is not None:
-            mus.append(mu)
-            scales.append(scale)
+            got.append((mu, scale))
+    out = []
+    for (h, w), at in zip(shapes, starts, strict=True):
+        grid = q[at : at + (h + PAD_TOP) * (w + PAD_LEFT + PAD_RIGHT)].reshape(h + PAD_TOP, -1)
+        out.append(grid[PAD_TOP:, PAD_LEFT : PAD_LEFT + w].astype(np.int64))
     if laplaces is not None:
-        laplaces.append((np.concatenate(mus), np.concatenate(scales)))
-    return q.reshape(h + PAD_TOP, -1)[PAD_TOP:, PAD_LEFT : PAD_LEFT + w].astype(np.int64)
+        laplaces.extend(_per_grid(got, shapes))
+    return out
+
+
+def _per_grid(got, shapes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each line's (μ, scale) over the pyramid, split back into each grid's coding order."""
+    lengths = [_line_lengths(s) for s in shapes]
+    mus: list[list[np.ndarray]] = [[] for _ in shapes]
+    scales: list[list[np.ndarray]] = [[] for _ in shapes]
+    for d, (mu, scale) in enumerate(got):
+        at = 0
+        for k, n in enumerate(lengths):
+            if d < len(n):
+                mus[k].append(mu[at : at + n[d]])
+                scales[k].append(scale[at : at + n[d]])
+                at += n[d]
+    return [(np.concatenate(m), np.concatenate(s)) for m, s in zip(mus, scales, strict=True)]
 
 
 def ideal_bits(q: np.ndarray, bits: int, params: list[np.ndarray]) -> float:

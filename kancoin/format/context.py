@@ -237,8 +237,20 @@ def encode_stream(header, qtensors: list, laplaces: dict | None = None) -> bytes
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in header.spec.tensor_shapes()]
     table = weights = net = None
+    interleaved = layout.arm is not None and header.spec.arm_order
     for i, q in enumerate(qtensors):
-        if first <= i < first + levels:
+        if interleaved and i == first:  # every grid at once, line by line across them
+            from kancoin.format import arm
+
+            grids = range(first, first + levels)
+            signed = [np.asarray(qtensors[j]).reshape(shapes[j]).astype(np.int64)
+                      - (1 << (bits[j] - 1)) for j in grids]  # fmt: skip
+            given = [(laplaces or {}).get(j) for j in grids]
+            arm.encode_grids(enc, signed, [bits[j] for j in grids],
+                             arm_params(header, qtensors), given)  # fmt: skip
+        elif interleaved and first < i < first + levels:
+            continue
+        elif first <= i < first + levels:
             b = bits[i]
             signed = np.asarray(q).reshape(shapes[i]).astype(np.int64) - (1 << (b - 1))
             if layout.arm is not None:
@@ -287,8 +299,22 @@ def _decode_tensors(header, dec, sizes, layout, laplaces=None) -> list[np.ndarra
     shapes = [s for _, s in spec.tensor_shapes()]
     out: list[np.ndarray] = []
     table = weights = net = None
+    interleaved = layout.arm is not None and spec.arm_order
     for i, n in enumerate(sizes):
-        if first <= i < first + levels:
+        if interleaved and i == first:  # every grid at once, line by line across them
+            from kancoin.format import arm
+
+            grids = range(first, first + levels)
+            got = None if laplaces is None else []
+            qs = arm.decode_grids(dec, [shapes[j] for j in grids], [bits[j] for j in grids],
+                                  arm_params(header, out), got)  # fmt: skip
+            for j, q in zip(grids, qs, strict=True):
+                out.append((q + (1 << (bits[j] - 1))).astype(np.uint32).ravel())
+            if got:
+                laplaces.update(zip(grids, got, strict=True))
+        elif interleaved and first < i < first + levels:
+            continue
+        elif first <= i < first + levels:
             b = bits[i]
             if layout.arm is not None:
                 from kancoin.format import arm

@@ -29,7 +29,7 @@ from kancoin.imageio import MAX_SIDE
 from kancoin.nets import entries, families
 
 MAGIC = b"KANC"
-VERSION = 10
+VERSION = 11
 # what each version added (docs/format.md)
 VERSIONS = {
     1: "fixed-width payload, every tensor at the header's bits; B-spline KAN or SIREN",
@@ -44,6 +44,7 @@ VERSIONS = {
        "network of 7 causal neighbours",
     9: "the latent family's MLP synthesis (`synthesis`)",
     10: "the MLP synthesis in fixed point (`fixed_frac`): exact matrix products, a GELU table",
+    11: "the network-coded grids line by line across the pyramid (`arm_order`)",
 }
 READ_VERSIONS = tuple(VERSIONS)
 CODINGS = ("fixed", "range")

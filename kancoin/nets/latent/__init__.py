@@ -40,6 +40,7 @@ SYNTHESES = ("kan", "mlp")  # the ``synthesis`` field's values, in order
 FIXED_SINCE = 10  # the version that added the MLP synthesis in fixed point
 FIXED_FRAC = 16  # what an encode writes: the MLP's activations in units of 2^−16
 FIXED_FRACS = (14, 20)  # the fixed point's fraction bits F a file may give
+ARM_ORDER_SINCE = 11  # the version that added the grids' interleaved coding order
 
 HEADER_FIELDS = (
     Field("levels", "uint:4", 1, MAX_LEVELS, since=SINCE, default=0,
@@ -73,6 +74,11 @@ HEADER_FIELDS = (
               f"order (version 9); F in {FIXED_FRACS[0]}..{FIXED_FRACS[1]}, fixed point: "
               "activations integers in units of 2^−F, matrix products summed exactly, GELU "
               "from a table every 2^−12 (`nets.latent.fixed`); 0 with the KAN"),
+    Field("arm_order", "uint:1", 0, 1, since=ARM_ORDER_SINCE, default=0,
+          doc="the order of the network-coded grids' values in the stream: 0, grid after "
+              "grid, each along its lines 2r + c = d (version 8); 1, line by line across the "
+              "pyramid: line d of every grid, finest first, then line d + 1 (one network "
+              "pass and one coder call per line for all grids); needs arm ≥ 1"),
 )  # fmt: skip
 
 
@@ -97,6 +103,7 @@ class LatentSpec(NetSpec):
     arm: int = 0
     synthesis: int = 0
     fixed_frac: int = 0
+    arm_order: int = 0
     arch: ClassVar[str] = "latent"
 
     def __post_init__(self) -> None:
@@ -116,6 +123,8 @@ class LatentSpec(NetSpec):
         lo, hi = FIXED_FRACS
         if self.fixed_frac and not (self.mlp and lo <= self.fixed_frac <= hi):
             raise ValueError(f"fixed_frac must be 0, or {lo}..{hi} with the MLP synthesis")
+        if self.arm_order not in (0, 1) or (self.arm_order and not self.arm):
+            raise ValueError("arm_order must be 0, or 1 with arm ≥ 1")
 
     @property
     def mlp(self) -> bool:
@@ -203,6 +212,7 @@ class LatentSpec(NetSpec):
             "arm": self.arm,
             "synthesis": SYNTHESES[self.synthesis],
             "fixed_frac": self.fixed_frac,
+            "arm_order": self.arm_order,
         }
 
 
@@ -301,6 +311,7 @@ class LatentFamily(NetFamily):
             "arm": spec.arm,
             "synthesis": spec.synthesis,
             "fixed_frac": spec.fixed_frac,
+            "arm_order": spec.arm_order,
         }
 
     def spec_from_values(
@@ -311,7 +322,7 @@ class LatentFamily(NetFamily):
             spline_order=values["spline_order"], grid_bound=values["grid_bound"],
             context=values["context"], first_level=values["first_level"],
             predictor=values["predictor"], arm=values["arm"], synthesis=values["synthesis"],
-            fixed_frac=values["fixed_frac"],
+            fixed_frac=values["fixed_frac"], arm_order=values["arm_order"],
         )  # fmt: skip
 
     # -- the module (training) --------------------------------------------------------------
@@ -354,7 +365,8 @@ class LatentFamily(NetFamily):
         default_hidden = DEFAULT_MLP_HIDDEN if synthesis == "mlp" else DEFAULT_HIDDEN
 
         def make(hidden: tuple[int, ...]) -> LatentSpec:
-            models = ({"context": 0, "predictor": 0, "arm": arm_hidden} if arm_hidden else
+            models = ({"context": 0, "predictor": 0, "arm": arm_hidden, "arm_order": 1}
+                      if arm_hidden else
                       {"context": DEFAULT_CONTEXT, "predictor": DEFAULT_PREDICTOR})
             return LatentSpec(
                 (levels, *hidden, channels), height=height, width=width,
