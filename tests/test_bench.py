@@ -136,3 +136,13 @@ def test_bench_fixed_smoke(run_script, tmp_path) -> None:
     ours = decode_bytes(kc.read_bytes()).pixels  # the file's own arithmetic: fixed point
     assert row["psnr_fixed"] == round(psnr(ours, np.asarray(crop(64, 96))), 4)
     assert abs(row["psnr_float"] - row["psnr_fixed"]) < 0.05
+
+
+def test_bench_arm_smoke(run_script) -> None:
+    """Both orders of the golden network-coded file read back its integers; their payloads
+    differ (another order) by a few bytes at most."""
+    kc = ROOT / "tests" / "golden" / "tiny_latent_arm.kc"
+    row = json.loads(run_script("bench_arm", [str(kc), "--repeat", "1"]))
+    assert row["same_integers"] is True
+    assert row["grid_after_grid_s"] > 0 and row["line_by_line_s"] > 0
+    assert abs(row["bytes"][0] - row["bytes"][1]) <= 4 and row["bytes"][1] == kc.stat().st_size
