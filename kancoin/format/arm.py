@@ -168,7 +168,7 @@ def _pyramid(shapes: tuple[tuple[int, int], ...], bits: tuple[int, ...]):
     return size, starts, _lines(shapes, bits, starts, size - 1)
 
 
-@lru_cache(maxsize=4)  # the last few pyramids decoded (72 bytes per value)
+@lru_cache(maxsize=16)  # a pyramid, or its 7 grids one by one (formats 8–10), 72 bytes a value
 def _cached_pyramid(shapes, bits):
     size, starts = _buffer(shapes)
     return size, starts, tuple(_lines(shapes, bits, starts, size - 1))
