@@ -20,7 +20,7 @@ class LatentRecipe:
 
     crop: int = 0  # side of square training crops, pixels; 0: random pixels (``batch``)
     batch: int = 10_000  # pixels per step when crop is 0
-    lr: float = 3e-2  # Adam, latents (and synthesis unless lr_synthesis)
+    lr: float = 4e-2  # Adam, latents (and synthesis unless lr_synthesis)
     lr_synthesis: float | None = None  # Adam, the synthesis; None: lr
     final_lr_frac: float = 0.05  # cosine decay to lr × this
     hard: float = 0.2  # fraction of the steps with rounded latents (the last ones)

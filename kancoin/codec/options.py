@@ -114,7 +114,7 @@ class EncodeOptions:
         f"\\[default: {DEFAULT_SYNTHESIS}].", choices=SYNTHESES,
     )  # fmt: skip
     lr: float | None = _opt(
-        None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN, 3e-2 latent; 1 with lbfgs].",
+        None, "Learning rate \\[default: 2e-2 KAN, 2e-4 SIREN, 4e-2 latent; 1 with lbfgs].",
         lo=0.0, lo_open=True,
     )  # fmt: skip
     seed: int = _opt(0, "Random seed (reproducible on CPU).")
