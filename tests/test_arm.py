@@ -467,3 +467,37 @@ def test_final_network_fit_never_ends_above_its_start() -> None:
     qs = [torch.round(y.detach()) for y in model.latents]
     kept = sum(float(laplace_bits(q - m, s)) for q, m, s in zip(qs, state.mu, state.scale))
     assert abs(kept - bits()) <= 1e-3 * bits()
+
+
+def _with_arm_order(data: bytes, value: int) -> bytes:
+    """The file with its ``arm_order`` bit set to ``value`` (CRC recomputed): the field's
+    offset counted from docs/format.md's table (after ``fixed_frac``)."""
+    import zlib
+
+    from kancoin.format.container import read_bytes as read
+
+    spec = read(data)[0].spec
+    fixed = 32 + 8 + 16 + 16 + 2 + 2 + 5 + 1 + 5
+    at = fixed + 12 * (len(spec.widths) - 2) + (4 + 8 + 3 + 32 + 3 + 3 + 1 + 5 + 2 + 5)
+    bits = int.from_bytes(data[:-4], "big")
+    shift = 8 * (len(data) - 4) - at - 1
+    bits = (bits & ~(1 << shift)) | (value << shift)
+    body = bits.to_bytes(len(data) - 4, "big")
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_arm_order_without_a_network_is_refused() -> None:
+    """The order bit is read where the table puts it (the golden network file's is 1), and
+    set on a file whose grids have no network it is refused with one clear error."""
+    from pathlib import Path
+
+    from kancoin.codec.decode import decode_bytes
+    from kancoin.errors import KancoinError
+
+    golden = Path(__file__).parent / "golden"
+    data = (golden / "tiny_latent_arm.kc").read_bytes()
+    assert _with_arm_order(data, 1) == data and _with_arm_order(data, 0) != data
+    predictor = (golden / "tiny_latent.kc").read_bytes()
+    assert _with_arm_order(predictor, 0) == predictor
+    with pytest.raises(KancoinError, match="arm_order"):
+        decode_bytes(_with_arm_order(predictor, 1))
