@@ -83,11 +83,11 @@ def test_grid_round_trip(shape: tuple[int, int]) -> None:
     params = _trained_params(q) if q.size > 100 else _random_params(6, seed=0, lim=200)
     bits = max(3, int(np.abs(q).max()).bit_length() + 2)
     enc = entropy.new_encoder()
-    arm.encode_grid(enc, q, bits, params)
-    arm.encode_grid(enc, -q, bits, params)  # two grids in one stream
+    arm.encode_grids(enc, [q], [bits], params)
+    arm.encode_grids(enc, [-q], [bits], params)  # two grids in one stream, one after another
     dec = entropy.new_decoder(entropy.finish(enc))
-    assert np.array_equal(arm.decode_grid(dec, shape, bits, params), q)
-    assert np.array_equal(arm.decode_grid(dec, shape, bits, params), -q)
+    assert np.array_equal(arm.decode_grids(dec, [shape], [bits], params)[0], q)
+    assert np.array_equal(arm.decode_grids(dec, [shape], [bits], params)[0], -q)
 
 
 def _pyramid(seed: int) -> tuple[list[np.ndarray], list[int]]:
@@ -116,7 +116,7 @@ def test_pyramid_round_trip_interleaved() -> None:
         assert r.dtype == np.int64 and np.array_equal(q, r)
     enc = entropy.new_encoder()
     for q, b in zip(qs, bits, strict=True):
-        arm.encode_grid(enc, q, b, params)
+        arm.encode_grids(enc, [q], [b], params)
     sequential = entropy.finish(enc)
     assert interleaved != sequential  # another order of the symbols
     assert abs(len(interleaved) - len(sequential)) <= 4
@@ -140,16 +140,49 @@ def test_large_pyramids_build_their_lines_as_they_go(monkeypatch) -> None:
     arm.encode_grids(enc, qs, bits, params)
     stream = entropy.finish(enc)
     monkeypatch.setattr(arm, "CACHED_VALUES", 0)
-    arm._cached_pyramid.cache_clear()
+    monkeypatch.setattr(arm, "_CACHE", type(arm._CACHE)())
     out = arm.decode_grids(entropy.new_decoder(stream), [q.shape for q in qs], bits, params)
-    assert arm._cached_pyramid.cache_info().currsize == 0
+    assert len(arm._CACHE) == 0
     for q, r in zip(qs, out, strict=True):
         assert np.array_equal(q, r)
 
 
+def test_kept_line_tables_stay_within_their_budget(monkeypatch) -> None:
+    """Decoding pyramids of several sizes keeps the most recent tables whose values fit
+    ``CACHED_VALUES`` together, and a table kept serves the next decode of its sizes."""
+    qs, bits = _pyramid(seed=9)
+    params = _random_params(6, seed=3, lim=300)
+    shapes = [q.shape for q in qs]
+    pyramid = sum(q.size for q in qs)
+    monkeypatch.setattr(arm, "CACHED_VALUES", pyramid + qs[0].size)
+    monkeypatch.setattr(arm, "_CACHE", type(arm._CACHE)())
+    streams = {}
+    for key in ("all", "finest", "second"):
+        group = {"all": range(4), "finest": range(1), "second": range(1, 2)}[key]
+        enc = entropy.new_encoder()
+        arm.encode_grids(enc, [qs[k] for k in group], [bits[k] for k in group], params)
+        streams[key] = (group, entropy.finish(enc))
+
+    def decode(key: str) -> None:
+        group, stream = streams[key]
+        out = arm.decode_grids(entropy.new_decoder(stream), [shapes[k] for k in group],
+                               [bits[k] for k in group], params)  # fmt: skip
+        for k, r in zip(group, out, strict=True):
+            assert np.array_equal(qs[k], r)
+
+    decode("all")
+    decode("finest")  # both fit
+    assert list(arm._CACHE) == [tuple(shapes), (shapes[0],)]
+    decode("second")  # over the budget: the least recent (the pyramid) goes
+    assert list(arm._CACHE) == [(shapes[0],), (shapes[1],)]
+    kept = arm._CACHE[(shapes[0],)]
+    decode("finest")
+    assert arm._CACHE[(shapes[0],)] is kept and list(arm._CACHE)[-1] == (shapes[0],)
+
+
 def test_pyramid_decode_is_the_grid_by_grid_decode_of_its_order() -> None:
     """The interleaved decoder reads a stream written value by value in the order it
-    documents (line d of every grid, finest first), built here from ``encode_grid``'s
+    documents (line d of every grid, finest first), built here from the network's
     per-grid Laplaces, one coder call per value."""
     qs, bits = _pyramid(seed=4)
     params = _random_params(6, seed=1, lim=300)
@@ -180,7 +213,7 @@ def test_ideal_bits_agree_with_the_coded_size() -> None:
     params = _trained_params(q)
     bits = int(np.abs(q).max()).bit_length() + 2
     enc = entropy.new_encoder()
-    arm.encode_grid(enc, q, bits, params)
+    arm.encode_grids(enc, [q], [bits], params)
     coded = 8 * len(entropy.finish(enc))
     ideal = arm.ideal_bits(q, bits, params)
     assert abs(ideal - coded) <= 0.01 * coded + 32

@@ -388,13 +388,13 @@ def _grids_stream(header: FileHeader, qtensors: list[np.ndarray]) -> bytes:
     spec = header.spec
     a, n = spec.first_grid, spec.first_grid + spec.levels
     enc = entropy.new_encoder()
+    if spec.arm:
+        coding.encode_arm_grids(enc, header, qtensors, a, spec.levels)
+        return entropy.finish(enc)
     scales, weights = context_models(header, qtensors) if spec.context else (None, None)
-    net = coding.arm_params(header, qtensors)
     for i in range(a, n):
         q, b = qtensors[i], header.tensor_bits[i]
-        if net is not None:
-            arm.encode_grid(enc, q.astype(np.int64) - (1 << (b - 1)), b, net)
-        elif scales is None:
+        if scales is None:
             entropy.encode_with(enc, q, b, header.emodels[i])
         else:
             wt = None if weights is None else weights[i - a]

@@ -17,22 +17,24 @@ bits stores value + 2^(t−1)). With x the inputs, in integers:
 
 ``SCALES`` is rounded to 2^−20 so that a last-digit difference between machines' ``exp``
 cannot reach the coder. Symbols go along the lines 2r + c = d, on which every neighbour of a
-symbol is on an earlier line: a grid after another (``encode_grid``, ``arm_order`` 0), or line
-d of every grid, finest first, then line d + 1 (``encode_grids``, ``arm_order`` 1), each line
-one network pass and one vectorised constriction call (per run of grids of the same bits).
+symbol is on an earlier line: a grid after another (``arm_order`` 0: ``encode_grids`` of one
+grid, grid by grid), or line d of every grid, finest first, then line d + 1 (``arm_order`` 1:
+``encode_grids`` of the pyramid), each line one network pass and one vectorised constriction
+call (per run of grids of the same bits).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
 
 from kancoin.nets.latent.arm import MAX_HIDDEN, NEIGHBOURS, TAPS, tensor_shapes
 
-__all__ = ["MAX_HIDDEN", "NEIGHBOURS", "TAPS", "decode_grid", "decode_grids", "encode_grid",
-           "encode_grids", "forward", "ideal_bits", "neighbours", "params_of", "tensor_shapes",
-           "to_ints"]  # fmt: skip
+__all__ = ["MAX_HIDDEN", "NEIGHBOURS", "TAPS", "decode_grids", "encode_grids", "forward",
+           "ideal_bits", "neighbours", "params_of", "tensor_shapes", "to_ints"]  # fmt: skip
 
 PAD_TOP, PAD_LEFT, PAD_RIGHT = 2, 2, 1  # zeros around a grid hold every neighbour
 FRAC = 8  # fractional bits of the parameters and the activations
@@ -155,23 +157,30 @@ def _offsets(width: int) -> np.ndarray:
     return np.array([-(dr * stride + dc) for dr, dc in NEIGHBOURS], np.int64)
 
 
-CACHED_VALUES = 1 << 21  # pyramids up to this many values keep their lines (≤ 150 MB)
+CACHED_VALUES = 1 << 21  # grid values whose line tables a process keeps, all pyramids
+# together (72 bytes a value: at most 150 MB); a larger pyramid builds its lines as it goes
+_CACHE: OrderedDict[tuple[tuple[int, int], ...], tuple] = OrderedDict()
+_CACHE_LOCK = threading.Lock()  # decodes may run in threads
 
 
-def _pyramid(shapes: tuple[tuple[int, int], ...], bits: tuple[int, ...]):
-    """Grids ``shapes`` (finest first) stored on ``bits``, padded one after another in one
-    flat buffer that ends with a one (the inputs' last row): (buffer size, each grid's start
-    in it, the lines of the interleaved order (``_lines``)), kept for small pyramids."""
-    if sum(h * w for h, w in shapes) <= CACHED_VALUES:
-        return _cached_pyramid(shapes, bits)
+def _pyramid(shapes: tuple[tuple[int, int], ...]):
+    """Grids ``shapes`` (finest first) padded one after another in one flat buffer that ends
+    with a one (the inputs' last row): (buffer size, each grid's start in it, the lines of
+    the interleaved order (``_lines``)), the most recently used kept within
+    ``CACHED_VALUES``."""
+    with _CACHE_LOCK:
+        if shapes in _CACHE:
+            _CACHE.move_to_end(shapes)
+            return _CACHE[shapes]
     size, starts = _buffer(shapes)
-    return size, starts, _lines(shapes, bits, starts, size - 1)
-
-
-@lru_cache(maxsize=16)  # a pyramid, or its 7 grids one by one (formats 8–10), 72 bytes a value
-def _cached_pyramid(shapes, bits):
-    size, starts = _buffer(shapes)
-    return size, starts, tuple(_lines(shapes, bits, starts, size - 1))
+    if sum(h * w for h, w in shapes) > CACHED_VALUES:
+        return size, starts, _lines(shapes, starts, size - 1)
+    entry = size, starts, tuple(_lines(shapes, starts, size - 1))
+    with _CACHE_LOCK:
+        _CACHE[shapes] = entry
+        while sum(h * w for key in _CACHE for h, w in key) > CACHED_VALUES:
+            _CACHE.popitem(last=False)  # the least recently used
+    return entry
 
 
 def _buffer(shapes) -> tuple[int, tuple[int, ...]]:
@@ -182,52 +191,39 @@ def _buffer(shapes) -> tuple[int, tuple[int, ...]]:
     return size + 1, tuple(starts)
 
 
-def _lines(shapes, bits, starts, one: int):
+def _lines(shapes, starts, one: int):
     """Per line d of the interleaved order: its positions in the buffer (N,), its values'
-    inputs (TAPS + 1, N) (the last at ``one``), 2^(bits − 1) (one number, or per value (N,)
-    where grids of other bits share the line) and its runs of the same bits, (start, stop,
-    bits)."""
+    inputs (TAPS + 1, N) (the last at ``one``) and its pieces, (grid, values) in order."""
     per_grid = [_coding_order(h, w)[1] for h, w in shapes]
     offsets = [np.append(_offsets(w), 0)[:, None] for _, w in shapes]
     for d in range(max(len(g) for g in per_grid)):
-        idx, inputs, halves, runs, at = [], [], [], [], 0
+        idx, inputs, pieces = [], [], []
         for k, g in enumerate(per_grid):
-            if d >= len(g):
-                continue
-            i = g[d] + starts[k]
-            x = i + offsets[k]
-            x[TAPS] = one
-            idx.append(i)
-            inputs.append(x)
-            halves.append(np.full(len(i), float(1 << (bits[k] - 1))))
-            if runs and runs[-1][2] == bits[k]:
-                runs[-1][1] = at + len(i)
-            else:
-                runs.append([at, at + len(i), bits[k]])
-            at += len(i)
-        half = float(1 << (runs[0][2] - 1)) if len(runs) == 1 else np.concatenate(halves)
-        yield (np.concatenate(idx), np.concatenate(inputs, 1), half,
-               tuple(tuple(r) for r in runs))  # fmt: skip
+            if d < len(g):
+                i = g[d] + starts[k]
+                x = i + offsets[k]
+                x[TAPS] = one
+                idx.append(i)
+                inputs.append(x)
+                pieces.append((k, len(i)))
+        yield np.concatenate(idx), np.concatenate(inputs, 1), tuple(pieces)
 
 
-def encode_grid(
-    enc, q: np.ndarray, bits: int, params: list[np.ndarray],
-    laplaces: tuple[np.ndarray, np.ndarray] | None = None,
-) -> None:  # fmt: skip
-    """Append grid q (signed integers (H, W), |q| < 2^(bits−1)) to the range encoder, in the
-    decoder's order. ``laplaces``: the (μ, scale) of every symbol in coding order as
-    ``decode_grid`` gave them for this q, instead of the network's pass (the same numbers:
-    each depends only on values decoded before it)."""
-    encode_grids(enc, [q], [bits], params, [laplaces])
-
-
-def decode_grid(
-    dec, shape: tuple[int, int], bits: int, params: list[np.ndarray],
-    laplaces: list[tuple[np.ndarray, np.ndarray]] | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Inverse of ``encode_grid``: the signed grid (H, W), int64. ``laplaces``: a list that
-    gets every symbol's (μ, scale) in coding order (for ``encode_grid``'s check)."""
-    return decode_grids(dec, [shape], [bits], params, laplaces)[0]
+def _runs(pieces, bits: list[int]) -> tuple[float | np.ndarray, list[tuple]]:
+    """A line's 2^(bits − 1) (one number, or per value (N,) where grids of other bits share
+    it) and its runs of the same bits, (start, stop, bits): one coder call each."""
+    runs: list[list[int]] = []
+    at = 0
+    for k, n in pieces:
+        if runs and runs[-1][2] == bits[k]:
+            runs[-1][1] = at + n
+        else:
+            runs.append([at, at + n, bits[k]])
+        at += n
+    if len(runs) == 1:
+        return float(1 << (runs[0][2] - 1)), [(runs[0][0], runs[0][1], runs[0][2])]
+    half = np.repeat([float(1 << (b - 1)) for _, _, b in runs], [z - a for a, z, _ in runs])
+    return half, [(a, z, b) for a, z, b in runs]
 
 
 def _line_lengths(shape: tuple[int, int]) -> list[int]:
@@ -283,13 +279,18 @@ def decode_grids(
     """Inverse of ``encode_grids``: the signed grids (H_l, W_l), int64. ``laplaces``: a list
     that gets every grid's (μ, scale) in its coding order (for ``encode_grids``' check)."""
     shapes = tuple((int(h), int(w)) for h, w in shapes)
-    size, starts, lines = _pyramid(shapes, tuple(int(b) for b in bits))
+    bits = [int(b) for b in bits]
+    size, starts, lines = _pyramid(shapes)
     families = {b: _model_family(b) for b in set(bits)}
     prepared = _prepared(params)  # once, not per line
+    same = None  # every line's (half, runs) where all grids have the same bits (one run)
+    if len(set(bits)) == 1:
+        same = float(1 << (bits[0] - 1)), [(0, None, bits[0])]
     q = np.zeros(size)  # the padded grids, flat, exact integers, then the inputs' one
     q[-1] = 1.0
     got: list[tuple[np.ndarray, np.ndarray]] = []
-    for idx, inputs, half, runs in lines:
+    for idx, inputs, pieces in lines:
+        half, runs = same or _runs(pieces, bits)
         mu, scale = _forward(prepared, q[inputs], half)
         mean = half + mu
         if len(runs) == 1:

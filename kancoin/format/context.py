@@ -236,29 +236,14 @@ def encode_stream(header, qtensors: list, laplaces: dict | None = None) -> bytes
     enc = entropy.new_encoder()
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in header.spec.tensor_shapes()]
-    table = weights = net = None
-    interleaved = layout.arm is not None and header.spec.arm_order
+    table = weights = None
     for i, q in enumerate(qtensors):
-        if interleaved and i == first:  # every grid at once, line by line across them
-            from kancoin.format import arm
-
-            grids = range(first, first + levels)
-            signed = [np.asarray(qtensors[j]).reshape(shapes[j]).astype(np.int64)
-                      - (1 << (bits[j] - 1)) for j in grids]  # fmt: skip
-            given = [(laplaces or {}).get(j) for j in grids]
-            arm.encode_grids(enc, signed, [bits[j] for j in grids],
-                             arm_params(header, qtensors), given)  # fmt: skip
-        elif interleaved and first < i < first + levels:
-            continue
+        if first <= i < first + levels and layout.arm is not None:
+            if i == first:  # every grid, in the file's order
+                encode_arm_grids(enc, header, qtensors, first, levels, laplaces)
         elif first <= i < first + levels:
             b = bits[i]
             signed = np.asarray(q).reshape(shapes[i]).astype(np.int64) - (1 << (b - 1))
-            if layout.arm is not None:
-                from kancoin.format import arm
-
-                net = net or arm_params(header, qtensors)
-                arm.encode_grid(enc, signed, b, net, (laplaces or {}).get(i))
-                continue
             if table is None:
                 table, weights = models_of(header, qtensors)
             wt = None if weights is None else weights[i - first]
@@ -266,6 +251,32 @@ def encode_stream(header, qtensors: list, laplaces: dict | None = None) -> bytes
         else:
             entropy.encode_with(enc, np.asarray(q), bits[i], models[i])
     return entropy.finish(enc)
+
+
+def _arm_groups(spec, first: int, levels: int) -> list[range]:
+    """The network-coded grids' tensor indices, in the groups coded together: all of them,
+    line by line across the pyramid (``arm_order`` 1), or one grid after another (0)."""
+    if spec.arm_order:
+        return [range(first, first + levels)]
+    return [range(j, j + 1) for j in range(first, first + levels)]
+
+
+def encode_arm_grids(
+    enc, header, qtensors: list, first: int, levels: int, laplaces: dict | None = None
+) -> None:
+    """Append a file's network-coded grids (tensors ``first`` … ``first + levels − 1``) to the
+    range encoder in the file's order. ``laplaces``: per tensor index, what
+    ``decode_stream`` recorded."""
+    from kancoin.format import arm
+
+    net = arm_params(header, qtensors)
+    bits = header.tensor_bits
+    shapes = [s for _, s in header.spec.tensor_shapes()]
+    for group in _arm_groups(header.spec, first, levels):
+        signed = [np.asarray(qtensors[j]).reshape(shapes[j]).astype(np.int64)
+                  - (1 << (bits[j] - 1)) for j in group]  # fmt: skip
+        given = [(laplaces or {}).get(j) for j in group]
+        arm.encode_grids(enc, signed, [bits[j] for j in group], net, given)
 
 
 def decode_stream(
@@ -298,37 +309,27 @@ def _decode_tensors(header, dec, sizes, layout, laplaces=None) -> list[np.ndarra
     bits, models = header.tensor_bits, header.emodels
     shapes = [s for _, s in spec.tensor_shapes()]
     out: list[np.ndarray] = []
-    table = weights = net = None
-    interleaved = layout.arm is not None and spec.arm_order
+    table = weights = None
     for i, n in enumerate(sizes):
-        if interleaved and i == first:  # every grid at once, line by line across them
-            from kancoin.format import arm
-
-            grids = range(first, first + levels)
-            got = None if laplaces is None else []
-            qs = arm.decode_grids(dec, [shapes[j] for j in grids], [bits[j] for j in grids],
-                                  arm_params(header, out), got)  # fmt: skip
-            for j, q in zip(grids, qs, strict=True):
-                out.append((q + (1 << (bits[j] - 1))).astype(np.uint32).ravel())
-            if got:
-                laplaces.update(zip(grids, got, strict=True))
-        elif interleaved and first < i < first + levels:
-            continue
-        elif first <= i < first + levels:
-            b = bits[i]
-            if layout.arm is not None:
+        if first <= i < first + levels and layout.arm is not None:
+            if i == first:  # every grid, in the file's order
                 from kancoin.format import arm
 
-                net = net or arm_params(header, out)
-                got: list | None = None if laplaces is None else []
-                q = arm.decode_grid(dec, shapes[i], b, net, got)
-                if got:
-                    laplaces[i] = got[0]
-            else:
-                if table is None:
-                    table, weights = models_of(header, out)
-                wt = None if weights is None else weights[i - first]
-                q = decode_grid(dec, shapes[i], b, table[i - first], wt)
+                net = arm_params(header, out)
+                for group in _arm_groups(spec, first, levels):
+                    got: list | None = None if laplaces is None else []
+                    qs = arm.decode_grids(dec, [shapes[j] for j in group],
+                                          [bits[j] for j in group], net, got)  # fmt: skip
+                    for j, q in zip(group, qs, strict=True):
+                        out.append((q + (1 << (bits[j] - 1))).astype(np.uint32).ravel())
+                    if got:
+                        laplaces.update(zip(group, got, strict=True))
+        elif first <= i < first + levels:
+            b = bits[i]
+            if table is None:
+                table, weights = models_of(header, out)
+            wt = None if weights is None else weights[i - first]
+            q = decode_grid(dec, shapes[i], b, table[i - first], wt)
             out.append((q + (1 << (b - 1))).astype(np.uint32).ravel())
         else:
             out.append(entropy.decode_with(dec, n, bits[i], models[i]))
